@@ -1,0 +1,226 @@
+//! Starting and stopping a broker: the actor system, its threads and its listeners.
+//!
+//! A broker runs on threads of its own (an actix `System` with one worker arbiter per core for
+//! the sessions and one for the router), so it can be embedded in any program, async or not:
+//! `Broker::new(config).start()` returns once every listener is bound, and the returned handle
+//! stops it.
+
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+
+use actix::prelude::*;
+use actix_rt::{Arbiter, ArbiterHandle, System};
+use tokio::net::{TcpListener, TcpSocket};
+use tracing::{error, info};
+
+use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::listener::Listener;
+use crate::router::{Router, RouterSettings};
+use crate::session::{SessionSettings, SessionShared};
+use crate::stats::{Stats, StatsSnapshot};
+
+/// Pending connections the kernel may hold per listener while the broker accepts.
+const LISTEN_BACKLOG: u32 = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("listener {name}: cannot bind {addr}: {source} (is another broker running on this port?)")]
+    Bind { name: String, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start broker threads: {0}")]
+    Threads(std::io::Error),
+    #[error("the broker thread ended before it was ready")]
+    StartAborted,
+}
+
+/// A broker, configured but not yet running.
+pub struct Broker {
+    config: Config,
+    workers: usize,
+}
+
+/// An address a listener is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundListener {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+impl Broker {
+    pub fn new(config: Config) -> Self {
+        let workers = thread::available_parallelism().map_or(1, |n| n.get());
+        Broker { config, workers }
+    }
+
+    /// Number of worker threads for sessions; defaults to the number of cores.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Binds every listener and starts serving. Fails without leaving anything running when
+    /// the configuration asks for what this build cannot do or an address cannot be bound.
+    pub fn start(self) -> Result<RunningBroker, BrokerError> {
+        self.config.check_supported()?;
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("amqtt-broker".into())
+            .spawn(move || run_system(self.config, self.workers, ready_tx))
+            .map_err(BrokerError::Threads)?;
+        match ready_rx.recv() {
+            Ok(Ok(started)) => {
+                for listener in &started.listeners {
+                    info!(listener = %listener.name, addr = %listener.addr, "listening");
+                }
+                Ok(RunningBroker {
+                    system: started.system,
+                    thread: Some(thread),
+                    listeners: started.listeners,
+                    stats: started.stats,
+                })
+            }
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(BrokerError::StartAborted)
+            }
+        }
+    }
+}
+
+struct Started {
+    system: System,
+    listeners: Vec<BoundListener>,
+    stats: Arc<Stats>,
+}
+
+fn run_system(config: Config, workers: usize, ready: mpsc::Sender<Result<Started, BrokerError>>) {
+    let runner = System::new();
+    let mut arbiters = Vec::new();
+    let result = runner.block_on(async { start_actors(&config, workers, &mut arbiters) });
+    let ok = result.is_ok();
+    if ready.send(result).is_err() || !ok {
+        System::current().stop();
+    }
+    if let Err(error) = runner.run() {
+        error!(%error, "broker system ended with an error");
+    }
+    for arbiter in arbiters {
+        arbiter.stop();
+        let _ = arbiter.join();
+    }
+}
+
+fn start_actors(config: &Config, workers: usize, arbiters: &mut Vec<Arbiter>) -> Result<Started, BrokerError> {
+    let sockets = config
+        .listeners
+        .iter()
+        .map(|listener| bind(listener).map(|socket| (listener, socket)))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let stats = Arc::new(Stats::default());
+    let router_arbiter = Arbiter::try_new().map_err(BrokerError::Threads)?;
+    let router_settings = RouterSettings { max_subscriptions_per_client: config.max_subscriptions_per_client };
+    let router_stats = stats.clone();
+    let router = Router::start_in_arbiter(&router_arbiter.handle(), move |_| Router::new(router_settings, router_stats));
+    arbiters.push(router_arbiter);
+
+    let mut handles: Vec<ArbiterHandle> = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let arbiter = Arbiter::try_new().map_err(BrokerError::Threads)?;
+        handles.push(arbiter.handle());
+        arbiters.push(arbiter);
+    }
+    let workers: Arc<[ArbiterHandle]> = handles.into();
+
+    let sessions = Arc::new(SessionShared {
+        settings: SessionSettings {
+            connect_timeout: config.connect_timeout,
+            keep_alive_grace: config.timeout_disconnect_delay,
+            max_packet_size: config.max_packet_size,
+            max_inflight_messages: config.max_inflight_messages,
+            max_queued_messages: config.max_queued_messages,
+            allow_anonymous: config.auth.allow_anonymous,
+        },
+        router,
+        stats: stats.clone(),
+    });
+
+    let mut listeners = Vec::with_capacity(sockets.len());
+    for (listener, socket) in sockets {
+        let addr = socket.local_addr().map_err(|source| BrokerError::Bind {
+            name: listener.name.clone(),
+            addr: listener.bind,
+            source,
+        })?;
+        listeners.push(BoundListener { name: listener.name.clone(), addr });
+        Listener::new(listener.name.clone(), socket, workers.clone(), sessions.clone(), listener.max_connections).start();
+    }
+    Ok(Started { system: System::current(), listeners, stats })
+}
+
+fn bind(listener: &ListenerConfig) -> Result<TcpListener, BrokerError> {
+    let addr = listener.bind;
+    let error = |source| BrokerError::Bind { name: listener.name.clone(), addr, source };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(error)?;
+    // Lets a restarted broker bind while connections of the previous run are in TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(error)?;
+    socket.bind(addr).map_err(error)?;
+    socket.listen(LISTEN_BACKLOG).map_err(error)
+}
+
+/// A running broker. Dropping it stops the broker too.
+pub struct RunningBroker {
+    system: System,
+    thread: Option<JoinHandle<()>>,
+    listeners: Vec<BoundListener>,
+    stats: Arc<Stats>,
+}
+
+impl RunningBroker {
+    /// The bound address of every listener (with the real port when the config said port 0).
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
+    }
+
+    /// The address of the listener called `name`.
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|l| l.name == name).map(|l| l.addr)
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Stops accepting, closes every connection and waits for the broker's threads to end.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    /// Blocks until the broker stops (from another handle's `stop` or a failure).
+    pub fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            info!("broker stopping");
+            self.system.stop();
+            let _ = thread.join();
+            info!("broker stopped");
+        }
+    }
+}
+
+impl Drop for RunningBroker {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,26 @@
+//! amqtt-rs broker: a fast MQTT 3.1.1 broker built as actix actors, configured with aMQTT's
+//! YAML schema.
+//!
+//! Embedding it takes two lines:
+//!
+//! ```no_run
+//! use amqtt_broker::{Broker, Config};
+//!
+//! let broker = Broker::new(Config::default()).start()?;
+//! println!("listening on {:?}", broker.listeners());
+//! broker.stop();
+//! # Ok::<(), amqtt_broker::BrokerError>(())
+//! ```
+//!
+//! The architecture (listeners, sessions, router) is described in DESIGN.md.
+
+mod broker;
+pub mod config;
+mod listener;
+mod router;
+mod session;
+mod stats;
+
+pub use broker::{BoundListener, Broker, BrokerError, RunningBroker};
+pub use config::{Config, ConfigError, ConfigWarning};
+pub use stats::StatsSnapshot;

@@ -1,0 +1,79 @@
+//! `amqtt`: the broker command, with aMQTT's flags.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use amqtt_broker::{Broker, Config};
+use anyhow::Context;
+use clap::Parser;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// amqtt-rs MQTT 3.1.1 broker.
+///
+/// Without -c it listens on 0.0.0.0:1883 and allows anonymous clients, as aMQTT does.
+/// RUST_LOG (e.g. RUST_LOG=amqtt_broker=debug) overrides the log level.
+#[derive(Debug, Parser)]
+#[command(name = "amqtt", version, about, long_about)]
+struct Args {
+    /// Broker configuration file (aMQTT's YAML schema).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log at debug level.
+    #[arg(short = 'd', long = "debug")]
+    debug: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.debug);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("amqtt: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(debug: bool) {
+    let default = if debug { "debug" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => {
+            let (config, warnings) = Config::load(path)?;
+            for warning in warnings {
+                warn!("{}: {warning}", path.display());
+            }
+            config
+        }
+        None => Config::default(),
+    };
+    let broker = Broker::new(config).start()?;
+    info!(version = env!("CARGO_PKG_VERSION"), "amqtt broker started");
+    wait_for_signal().context("cannot install signal handlers")?;
+    info!("signal received: shutting down");
+    broker.stop();
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,344 @@
+//! The router: the one actor that knows every client session, every subscription and every
+//! retained message.
+//!
+//! Sessions send it batches of PUBLISH packets; it matches each against the subscription tree
+//! and answers with one `Deliver` batch per destination session, so mailbox traffic grows with
+//! batches, not with messages. Payloads are `Bytes`, shared by every copy of a message.
+//!
+//! It is also the registry of client identifiers: it decides which session actor owns a client
+//! id, tells the previous owner to step down on a takeover [MQTT-3.1.4-2], and hands the state
+//! of a persistent session from the old actor to the new one.
+
+mod retained;
+mod subscriptions;
+
+use std::collections::HashMap;
+use std::mem;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use amqtt_protocol::{ByteString, Publish, QoS, SubscribeFilter, SubscribeReturnCode};
+use tracing::{debug, info, warn};
+
+use crate::session::{Deliver, Session, SessionState, SubscribeDone, TakeOver, UnsubscribeDone};
+use crate::stats::Stats;
+use retained::RetainedStore;
+use subscriptions::{Slot, Subscriber, SubscriptionTree};
+
+/// Settings the router enforces.
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    /// Subscriptions one client may hold; 0 means unlimited.
+    pub max_subscriptions_per_client: usize,
+}
+
+struct Client {
+    id: ByteString,
+    session: Addr<Session>,
+    /// Changes at every (re)connection, so a late message from a replaced session actor is
+    /// recognised and ignored.
+    generation: u64,
+    clean_session: bool,
+    filters: HashMap<ByteString, QoS>,
+    /// Deliveries collected while routing one batch, sent as one message at its end.
+    pending: Vec<Publish>,
+}
+
+pub struct Router {
+    settings: RouterSettings,
+    stats: Arc<Stats>,
+    clients: Vec<Option<Client>>,
+    free_slots: Vec<Slot>,
+    by_id: HashMap<ByteString, Slot>,
+    tree: SubscriptionTree,
+    retained: RetainedStore,
+    next_generation: u64,
+    // Scratch space reused for every batch, so routing allocates nothing per message.
+    matched: Vec<Subscriber>,
+    touched: Vec<Slot>,
+}
+
+impl Router {
+    pub fn new(settings: RouterSettings, stats: Arc<Stats>) -> Self {
+        Router {
+            settings,
+            stats,
+            clients: Vec::new(),
+            free_slots: Vec::new(),
+            by_id: HashMap::new(),
+            tree: SubscriptionTree::default(),
+            retained: RetainedStore::default(),
+            next_generation: 0,
+            matched: Vec::new(),
+            touched: Vec::new(),
+        }
+    }
+
+    fn client_mut(&mut self, slot: Slot) -> Option<&mut Client> {
+        self.clients.get_mut(slot as usize).and_then(Option::as_mut)
+    }
+
+    /// The slot of `client_id` if `generation` is still its current connection.
+    fn current_slot(&self, client_id: &str, generation: u64) -> Option<Slot> {
+        let slot = *self.by_id.get(client_id)?;
+        let client = self.clients.get(slot as usize)?.as_ref()?;
+        (client.generation == generation).then_some(slot)
+    }
+
+    fn insert_client(&mut self, client: Client) -> Slot {
+        let id = client.id.clone();
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.clients[slot as usize] = Some(client);
+                slot
+            }
+            None => {
+                self.clients.push(Some(client));
+                (self.clients.len() - 1) as Slot
+            }
+        };
+        self.by_id.insert(id, slot);
+        slot
+    }
+
+    fn remove_client(&mut self, slot: Slot) {
+        if let Some(client) = self.clients.get_mut(slot as usize).and_then(Option::take) {
+            for filter in client.filters.keys() {
+                self.tree.remove(filter, slot);
+            }
+            self.by_id.remove(&client.id);
+            self.free_slots.push(slot);
+        }
+    }
+
+    fn clear_subscriptions(&mut self, slot: Slot) {
+        let Some(client) = self.client_mut(slot) else { return };
+        let filters = mem::take(&mut client.filters);
+        for filter in filters.keys() {
+            self.tree.remove(filter, slot);
+        }
+    }
+
+    fn route(&mut self, publish: Publish) {
+        if publish.retain {
+            self.retained.set(publish.clone());
+            self.stats.set_retained(self.retained.len());
+        }
+        let mut matched = mem::take(&mut self.matched);
+        matched.clear();
+        self.tree.matches(&publish.topic, &mut matched);
+        if matched.len() > 1 {
+            // A client with overlapping subscriptions gets the message once, at the highest
+            // QoS granted among them [MQTT-3.3.5-1].
+            matched.sort_unstable_by(|a, b| a.slot.cmp(&b.slot).then(b.qos.cmp(&a.qos)));
+            matched.dedup_by_key(|s| s.slot);
+        }
+        for subscriber in &matched {
+            let Some(client) = self.clients.get_mut(subscriber.slot as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if client.pending.is_empty() {
+                self.touched.push(subscriber.slot);
+            }
+            client.pending.push(Publish {
+                dup: false,
+                // Delivered at the lower of the published and the granted QoS [MQTT-3.8.4-6].
+                qos: publish.qos.min(subscriber.qos),
+                // Forwarded to existing subscriptions with RETAIN cleared [MQTT-3.3.1-9].
+                retain: false,
+                topic: publish.topic.clone(),
+                pkid: 0,
+                payload: publish.payload.clone(),
+            });
+        }
+        self.matched = matched;
+    }
+
+    fn dispatch(&mut self) {
+        for slot in mem::take(&mut self.touched).drain(..) {
+            if let Some(client) = self.client_mut(slot) {
+                let batch = mem::take(&mut client.pending);
+                client.session.do_send(Deliver(batch));
+            }
+        }
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        debug!("router started");
+    }
+}
+
+/// A session actor claims a client identifier once its CONNECT is accepted.
+#[derive(Message)]
+#[rtype(result = "Registered")]
+pub struct Register {
+    pub client_id: ByteString,
+    pub clean_session: bool,
+    pub session: Addr<Session>,
+}
+
+pub struct Registered {
+    pub generation: u64,
+    /// Whether the server held state for this client id [MQTT-3.2.2-2, MQTT-3.2.2-3].
+    pub session_present: bool,
+    /// The in-flight and queued messages of the resumed session, taken from its previous actor.
+    pub resumed: Option<SessionState>,
+}
+
+impl Handler<Register> for Router {
+    type Result = ResponseActFuture<Self, Registered>;
+
+    fn handle(&mut self, msg: Register, _ctx: &mut Self::Context) -> Self::Result {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let Some(&slot) = self.by_id.get(&msg.client_id) else {
+            self.insert_client(Client {
+                id: msg.client_id,
+                session: msg.session,
+                generation,
+                clean_session: msg.clean_session,
+                filters: HashMap::new(),
+                pending: Vec::new(),
+            });
+            return Box::pin(fut::ready(Registered { generation, session_present: false, resumed: None }));
+        };
+        let Some(client) = self.client_mut(slot) else {
+            return Box::pin(fut::ready(Registered { generation, session_present: false, resumed: None }));
+        };
+        let previous = mem::replace(&mut client.session, msg.session);
+        client.generation = generation;
+        // The old state survives only if both the old and the new connection asked for a
+        // persistent session [MQTT-3.1.2-4, MQTT-3.1.2-6].
+        let resume = !msg.clean_session && !client.clean_session;
+        client.clean_session = msg.clean_session;
+        info!(client_id = %client.id, resume, "client id already known: taking over its session");
+        if !resume {
+            self.clear_subscriptions(slot);
+            previous.do_send(TakeOver { keep_state: false });
+            return Box::pin(fut::ready(Registered { generation, session_present: false, resumed: None }));
+        }
+        Box::pin(previous.send(TakeOver { keep_state: true }).into_actor(self).map(move |answer, _, _| {
+            Registered { generation, session_present: true, resumed: answer.ok().flatten() }
+        }))
+    }
+}
+
+/// A session's connection ended for good (clean session, or never registered state worth
+/// keeping): forget the client and its subscriptions.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unregister {
+    pub client_id: ByteString,
+    pub generation: u64,
+}
+
+impl Handler<Unregister> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unregister, _ctx: &mut Self::Context) {
+        if let Some(slot) = self.current_slot(&msg.client_id, msg.generation) {
+            self.remove_client(slot);
+        }
+    }
+}
+
+/// A batch of application messages published by clients (or wills), in arrival order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Route(pub Vec<Publish>);
+
+impl Handler<Route> for Router {
+    type Result = ();
+
+    fn handle(&mut self, Route(batch): Route, _ctx: &mut Self::Context) {
+        for publish in batch {
+            self.route(publish);
+        }
+        self.dispatch();
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    pub client_id: ByteString,
+    pub generation: u64,
+    pub pkid: u16,
+    pub filters: Vec<SubscribeFilter>,
+}
+
+impl Handler<Subscribe> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) {
+        let Some(slot) = self.current_slot(&msg.client_id, msg.generation) else {
+            debug!(client_id = %msg.client_id, "SUBSCRIBE from a replaced session ignored");
+            return;
+        };
+        let limit = self.settings.max_subscriptions_per_client;
+        let mut codes = Vec::with_capacity(msg.filters.len());
+        let mut retained = Vec::new();
+        for SubscribeFilter { filter, qos } in msg.filters {
+            let Some(client) = self.client_mut(slot) else { return };
+            let known = client.filters.contains_key(&filter);
+            if !known && limit != 0 && client.filters.len() >= limit {
+                warn!(client_id = %client.id, %filter, limit, "subscription refused: max-subscriptions-per-client reached");
+                codes.push(SubscribeReturnCode::Failure);
+                continue;
+            }
+            client.filters.insert(filter.clone(), qos);
+            // A new subscription to an existing filter replaces it [MQTT-3.8.4-3].
+            self.tree.insert(&filter, slot, qos);
+            codes.push(SubscribeReturnCode::Success(qos));
+            // Retained messages go to every matching new subscription, re-subscriptions
+            // included, with RETAIN set [MQTT-3.3.1-6, MQTT-3.3.1-8].
+            let first = retained.len();
+            self.retained.matching(&filter, &mut retained);
+            for message in &mut retained[first..] {
+                message.qos = message.qos.min(qos);
+                message.retain = true;
+                message.dup = false;
+                message.pkid = 0;
+            }
+        }
+        if let Some(client) = self.client_mut(slot) {
+            // Both travel through the session's mailbox, in order: SUBACK first, then the
+            // retained messages, then whatever is routed to the new subscription afterwards.
+            client.session.do_send(SubscribeDone { pkid: msg.pkid, return_codes: codes });
+            if !retained.is_empty() {
+                client.session.do_send(Deliver(retained));
+            }
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub client_id: ByteString,
+    pub generation: u64,
+    pub pkid: u16,
+    pub filters: Vec<ByteString>,
+}
+
+impl Handler<Unsubscribe> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Self::Context) {
+        let Some(slot) = self.current_slot(&msg.client_id, msg.generation) else { return };
+        for filter in &msg.filters {
+            let removed = self.client_mut(slot).is_some_and(|c| c.filters.remove(filter).is_some());
+            if removed {
+                self.tree.remove(filter, slot);
+            }
+        }
+        // UNSUBACK is due even when no filter matched a subscription [MQTT-3.10.4-5].
+        if let Some(client) = self.client_mut(slot) {
+            client.session.do_send(UnsubscribeDone { pkid: msg.pkid });
+        }
+    }
+}

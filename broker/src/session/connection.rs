@@ -1,0 +1,135 @@
+//! The socket side of a session: the write buffer and its flushing, the read stream's handle,
+//! and the listener slot the connection occupies.
+//!
+//! Packets are encoded into one buffer while the actor handles a wake-up's worth of work; one
+//! write drains it afterwards, so a burst of deliveries costs one system call, not one per
+//! packet. While a write is in progress new packets accumulate in a fresh buffer.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix::{AsyncContext, Context, SpawnHandle};
+use amqtt_protocol::Packet;
+use bytes::BytesMut;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tracing::error;
+
+use super::Session;
+use crate::stats::Stats;
+
+pub type BoxedWriter = Box<dyn AsyncWrite + Unpin>;
+
+/// A drained buffer up to this size is kept for the next write instead of being freed.
+const KEEP_CAPACITY: usize = 8 * 1024;
+
+/// One place in a listener's `max-connections` budget, given back when dropped.
+#[derive(Debug)]
+pub struct ConnectionPermit(Arc<AtomicUsize>);
+
+impl ConnectionPermit {
+    pub fn new(active: Arc<AtomicUsize>) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        ConnectionPermit(active)
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The outcome of one write: the writer and buffer come back to be reused.
+pub struct FlushDone {
+    writer: BoxedWriter,
+    buf: BytesMut,
+    result: io::Result<()>,
+}
+
+pub struct Connection {
+    writer: Option<BoxedWriter>,
+    buf: BytesMut,
+    reader: SpawnHandle,
+    closing: bool,
+    counted_as_connected: bool,
+    _permit: ConnectionPermit,
+}
+
+impl Connection {
+    pub fn new(writer: BoxedWriter, reader: SpawnHandle, permit: ConnectionPermit) -> Self {
+        Connection {
+            writer: Some(writer),
+            buf: BytesMut::new(),
+            reader,
+            closing: false,
+            counted_as_connected: false,
+            _permit: permit,
+        }
+    }
+
+    pub fn write(&mut self, packet: &Packet) {
+        if let Err(error) = packet.write(&mut self.buf) {
+            // Everything written was decoded or built within protocol limits; this is a bug.
+            error!(%error, packet = %packet.packet_type(), "cannot encode packet; not sent");
+        }
+    }
+
+    /// Bytes waiting to be written, including those of a write in progress.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Starts writing the buffer out unless a write is already running or there is nothing to
+    /// write.
+    pub fn start_flush(&mut self) -> Option<impl Future<Output = FlushDone> + 'static> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let mut writer = self.writer.take()?;
+        let mut buf = std::mem::take(&mut self.buf);
+        Some(async move {
+            let mut result = writer.write_all_buf(&mut buf).await;
+            if result.is_ok() {
+                result = writer.flush().await;
+            }
+            FlushDone { writer, buf, result }
+        })
+    }
+
+    /// Takes back the writer after a write. Returns Ok(true) when the connection was waiting
+    /// for this write to close.
+    pub fn finish_flush(&mut self, done: FlushDone) -> io::Result<bool> {
+        let FlushDone { writer, mut buf, result } = done;
+        result?;
+        self.writer = Some(writer);
+        if self.buf.is_empty() && buf.capacity() <= KEEP_CAPACITY {
+            buf.clear();
+            self.buf = buf;
+        }
+        Ok(self.closing && self.buf.is_empty())
+    }
+
+    /// Asks for the connection to close once what is buffered has been written. Returns false
+    /// when there is nothing left to write, so it can close at once.
+    pub fn close_after_flush(&mut self) -> bool {
+        self.closing = true;
+        !self.buf.is_empty() || self.writer.is_none()
+    }
+
+    pub fn mark_connected(&mut self, stats: &Stats) {
+        if !self.counted_as_connected {
+            self.counted_as_connected = true;
+            stats.client_connected();
+        }
+    }
+
+    /// Stops reading and drops both halves of the socket, which closes it.
+    pub fn shutdown(self, ctx: &mut Context<Session>, stats: &Stats) {
+        ctx.cancel_future(self.reader);
+        if self.counted_as_connected {
+            stats.client_disconnected();
+        }
+    }
+}

@@ -1,0 +1,624 @@
+//! One client session: an actor that owns a client's connection and its MQTT state.
+//!
+//! The actor decodes everything a read brings in, answers the QoS flows, sends the client's
+//! PUBLISH packets to the router in one batch per read, and writes what it has to send into one
+//! buffer that is flushed once per wake-up. A session with `clean_session = 0` outlives its
+//! connection: the actor stays alive without a socket, keeps queueing QoS 1/2 messages (within
+//! `max-queued-messages`) and hands its state to the next connection with the same client id.
+
+mod connection;
+mod outbound;
+mod reader;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use amqtt_protocol::{
+    frame_len, ByteString, ConnAck, Connect, ConnectReturnCode, LastWill, Packet, PubAck, PubComp,
+    PubRec, PubRel, Publish, QoS, SubAck, SubscribeReturnCode, UnsubAck,
+};
+use bytes::Bytes;
+use tracing::{debug, info, warn, Span};
+
+use crate::router::{self, Registered, Router};
+use crate::stats::Stats;
+use connection::Connection;
+pub(crate) use connection::ConnectionPermit;
+pub use outbound::Dropped;
+use outbound::Outbound;
+use reader::{FrameReader, ReadError};
+
+/// Settings every session follows, from the broker configuration.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub connect_timeout: Duration,
+    /// Added to 1.5 times the keep-alive before a silent client is disconnected.
+    pub keep_alive_grace: Duration,
+    pub max_packet_size: usize,
+    pub max_inflight_messages: usize,
+    pub max_queued_messages: usize,
+    pub allow_anonymous: bool,
+}
+
+/// What every session of a broker shares.
+pub struct SessionShared {
+    pub settings: SessionSettings,
+    pub router: Addr<Router>,
+    pub stats: Arc<Stats>,
+}
+
+/// The state of a persistent session that moves from one connection's actor to the next.
+#[derive(Debug)]
+pub struct SessionState {
+    outbound: Outbound,
+    /// Packet ids of QoS 2 messages received and routed whose PUBREL has not come yet: a
+    /// PUBLISH re-sent with one of them is not routed again [MQTT-4.3.3-2].
+    awaiting_pubrel: HashSet<u16>,
+}
+
+/// Messages routed to this session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Vec<Publish>);
+
+/// The router has applied a SUBSCRIBE.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeDone {
+    pub pkid: u16,
+    pub return_codes: Vec<SubscribeReturnCode>,
+}
+
+/// The router has applied an UNSUBSCRIBE.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnsubscribeDone {
+    pub pkid: u16,
+}
+
+/// Another connection claimed this session's client id: close the connection and stop,
+/// handing over the session state when it is resumed.
+#[derive(Message)]
+#[rtype(result = "Option<SessionState>")]
+pub struct TakeOver {
+    pub keep_state: bool,
+}
+
+/// Why a connection ends; decides the log level and whether the will is published.
+#[derive(Debug)]
+enum Close {
+    /// The client sent DISCONNECT: the will is discarded [MQTT-3.14.4-3].
+    Disconnect,
+    /// The socket closed without DISCONNECT.
+    PeerClosed,
+    Io(std::io::Error),
+    Malformed(amqtt_protocol::DecodeError),
+    ProtocolViolation(&'static str),
+    KeepAliveTimeout(Duration),
+    ConnectTimeout,
+    /// CONNACK with this refusal was written: flush it, then close.
+    Refused(ConnectReturnCode),
+    TakenOver,
+    /// The router is gone (broker shutting down).
+    ServerUnavailable,
+}
+
+impl Close {
+    fn publishes_will(&self) -> bool {
+        !matches!(self, Close::Disconnect | Close::Refused(_) | Close::ConnectTimeout)
+    }
+}
+
+struct ClientIdentity {
+    id: ByteString,
+    generation: u64,
+    clean_session: bool,
+}
+
+/// Byte count above which the session stops writing new messages into the connection's buffer
+/// until the socket has taken what is there: a client that does not read cannot make the
+/// broker's memory grow, its messages wait in the bounded queue instead.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+
+pub struct Session {
+    span: Span,
+    shared: Arc<SessionShared>,
+    conn: Option<Connection>,
+    client: Option<ClientIdentity>,
+    will: Option<LastWill>,
+    keep_alive: Option<Duration>,
+    last_activity: Instant,
+    outbound: Outbound,
+    awaiting_pubrel: HashSet<u16>,
+    /// Client PUBLISH packets decoded from the current read, routed together at its end.
+    to_route: Vec<Publish>,
+    /// Bytes received after a CONNECT, processed once the CONNECT is answered [MQTT-3.1.4-5].
+    deferred: Option<Bytes>,
+    dropped: u64,
+}
+
+impl Session {
+    /// Starts a session for a freshly accepted socket on the current arbiter.
+    pub(crate) fn start(
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+        shared: Arc<SessionShared>,
+        permit: ConnectionPermit,
+    ) {
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(error) => {
+                warn!(%peer, %error, "cannot register accepted socket; connection dropped");
+                return;
+            }
+        };
+        let (read, write) = stream.into_split();
+        Session::create(move |ctx| {
+            let span = tracing::info_span!("conn", %peer, client_id = tracing::field::Empty);
+            let reader = ctx.add_stream(FrameReader::new(read, shared.settings.max_packet_size));
+            let settings = &shared.settings;
+            let outbound = Outbound::new(settings.max_inflight_messages, settings.max_queued_messages);
+            Session {
+                span,
+                conn: Some(Connection::new(Box::new(write), reader, permit)),
+                client: None,
+                will: None,
+                keep_alive: None,
+                last_activity: Instant::now(),
+                outbound,
+                awaiting_pubrel: HashSet::new(),
+                to_route: Vec::new(),
+                deferred: None,
+                dropped: 0,
+                shared,
+            }
+        });
+    }
+
+    fn settings(&self) -> &SessionSettings {
+        &self.shared.settings
+    }
+
+    /// Decodes and handles every packet of `frames` (whole packets, as cut by the reader).
+    fn process(&mut self, mut frames: Bytes, ctx: &mut Context<Self>) {
+        while !frames.is_empty() {
+            if ctx.waiting() {
+                // A CONNECT is being registered: nothing after it is handled before CONNACK.
+                self.deferred = Some(frames);
+                break;
+            }
+            let len = match frame_len(&frames, usize::MAX) {
+                Ok(Some(len)) => len,
+                Ok(None) => return self.close(ctx, Close::ProtocolViolation("truncated packet")),
+                Err(error) => return self.close(ctx, Close::Malformed(error)),
+            };
+            let packet = match Packet::read(frames.split_to(len)) {
+                Ok(packet) => packet,
+                Err(error) => return self.close(ctx, Close::Malformed(error)),
+            };
+            if let Err(reason) = self.handle_packet(packet, ctx) {
+                return self.close(ctx, reason);
+            }
+        }
+        self.route_pending();
+        self.flush(ctx);
+    }
+
+    fn handle_packet(&mut self, packet: Packet, ctx: &mut Context<Self>) -> Result<(), Close> {
+        let Some(client) = &self.client else {
+            // The first packet must be CONNECT [MQTT-3.1.0-1].
+            return match packet {
+                Packet::Connect(connect) => self.on_connect(connect, ctx),
+                other => {
+                    debug!(packet = %other.packet_type(), "packet before CONNECT");
+                    Err(Close::ProtocolViolation("first packet is not CONNECT"))
+                }
+            };
+        };
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish),
+            Packet::PubAck(PubAck { pkid }) => {
+                if !self.outbound.puback(pkid) {
+                    debug!(pkid, "PUBACK for an unknown packet id");
+                }
+                self.pump();
+            }
+            Packet::PubRec(PubRec { pkid }) => {
+                if !self.outbound.pubrec(pkid) {
+                    debug!(pkid, "PUBREC for an unknown packet id");
+                }
+                self.write(Packet::PubRel(PubRel { pkid }));
+            }
+            Packet::PubRel(PubRel { pkid }) => {
+                self.awaiting_pubrel.remove(&pkid);
+                self.write(Packet::PubComp(PubComp { pkid }));
+            }
+            Packet::PubComp(PubComp { pkid }) => {
+                if !self.outbound.pubcomp(pkid) {
+                    debug!(pkid, "PUBCOMP for an unknown packet id");
+                }
+                self.pump();
+            }
+            Packet::Subscribe(subscribe) => self.shared.router.do_send(router::Subscribe {
+                client_id: client.id.clone(),
+                generation: client.generation,
+                pkid: subscribe.pkid,
+                filters: subscribe.filters,
+            }),
+            Packet::Unsubscribe(unsubscribe) => self.shared.router.do_send(router::Unsubscribe {
+                client_id: client.id.clone(),
+                generation: client.generation,
+                pkid: unsubscribe.pkid,
+                filters: unsubscribe.filters,
+            }),
+            Packet::PingReq => self.write(Packet::PingResp),
+            Packet::Disconnect => return Err(Close::Disconnect),
+            // A second CONNECT is a protocol violation [MQTT-3.1.0-2].
+            Packet::Connect(_) => return Err(Close::ProtocolViolation("second CONNECT")),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                return Err(Close::ProtocolViolation("server-to-client packet sent by the client"));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_connect(&mut self, connect: Connect, ctx: &mut Context<Self>) -> Result<(), Close> {
+        if connect.protocol_name != "MQTT" && connect.protocol_name != "MQIsdp" {
+            // An unknown protocol name may be closed without CONNACK [MQTT-3.1.2-1].
+            return Err(Close::ProtocolViolation("protocol name is not MQTT"));
+        }
+        if connect.protocol_level != 4 || connect.protocol_name != "MQTT" {
+            // Only MQTT 3.1.1 is spoken here [MQTT-3.1.2-2].
+            return self.refuse(ConnectReturnCode::UnacceptableProtocolVersion);
+        }
+        let client_id = if connect.client_id.is_empty() {
+            if !connect.clean_session {
+                // A persistent session needs a client id to be found again [MQTT-3.1.3-8].
+                return self.refuse(ConnectReturnCode::IdentifierRejected);
+            }
+            generate_client_id() // [MQTT-3.1.3-6]
+        } else {
+            connect.client_id
+        };
+        if connect.username.is_none() && !self.settings().allow_anonymous {
+            return self.refuse(ConnectReturnCode::NotAuthorized);
+        }
+        self.span.record("client_id", client_id.as_ref() as &str);
+        if connect.keep_alive > 0 {
+            let timeout = Duration::from_millis(u64::from(connect.keep_alive) * 1500) + self.settings().keep_alive_grace;
+            self.keep_alive = Some(timeout);
+        }
+        self.will = connect.will;
+        let clean_session = connect.clean_session;
+        let register = router::Register { client_id: client_id.clone(), clean_session, session: ctx.address() };
+        // `wait` holds back the mailbox and the socket until the router has answered, so the
+        // resumed state is installed before anything newer is handled.
+        ctx.wait(self.shared.router.send(register).into_actor(self).map(move |answer, act, ctx| {
+            let _entered = act.span.clone().entered();
+            match answer {
+                Ok(registered) => act.on_registered(client_id, clean_session, registered, ctx),
+                Err(_) => {
+                    act.write(Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::ServerUnavailable }));
+                    act.close(ctx, Close::ServerUnavailable);
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    fn on_registered(&mut self, id: ByteString, clean_session: bool, registered: Registered, ctx: &mut Context<Self>) {
+        let Registered { generation, session_present, resumed } = registered;
+        if let Some(state) = resumed {
+            self.outbound = state.outbound;
+            self.awaiting_pubrel = state.awaiting_pubrel;
+        }
+        self.client = Some(ClientIdentity { id, generation, clean_session });
+        self.write(Packet::ConnAck(ConnAck { session_present, code: ConnectReturnCode::Accepted }));
+        // Unacknowledged messages go again first, in their original order [MQTT-4.4.0-1].
+        let resend: Vec<Packet> = self.outbound.resend().collect();
+        for packet in resend {
+            self.write(packet);
+        }
+        if let Some(conn) = &mut self.conn {
+            conn.mark_connected(&self.shared.stats);
+        }
+        info!(
+            clean_session,
+            session_present,
+            keep_alive = ?self.keep_alive,
+            inflight = self.outbound.inflight_len(),
+            queued = self.outbound.queued_len(),
+            "client connected"
+        );
+        if let Some(timeout) = self.keep_alive {
+            self.check_keep_alive(timeout, ctx);
+        }
+        self.pump();
+        match self.deferred.take() {
+            Some(rest) => self.process(rest, ctx),
+            None => self.flush(ctx),
+        }
+    }
+
+    /// Writes a refusing CONNACK; the connection closes once it is flushed [MQTT-3.2.2-5].
+    fn refuse(&mut self, code: ConnectReturnCode) -> Result<(), Close> {
+        self.write(Packet::ConnAck(ConnAck { session_present: false, code }));
+        Err(Close::Refused(code))
+    }
+
+    fn on_publish(&mut self, mut publish: Publish) {
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.write(Packet::PubAck(PubAck { pkid: publish.pkid })),
+            QoS::ExactlyOnce => {
+                self.write(Packet::PubRec(PubRec { pkid: publish.pkid }));
+                if !self.awaiting_pubrel.insert(publish.pkid) {
+                    debug!(pkid = publish.pkid, "QoS 2 PUBLISH re-sent before PUBREL: not routed again");
+                    return;
+                }
+            }
+        }
+        publish.dup = false;
+        self.queue_for_routing(publish);
+    }
+
+    fn queue_for_routing(&mut self, publish: Publish) {
+        if publish.topic.starts_with('$') {
+            // `$` topics belong to the server; clients cannot publish to them.
+            debug!(topic = %publish.topic, "PUBLISH to a `$` topic not routed");
+            return;
+        }
+        self.to_route.push(publish);
+    }
+
+    fn route_pending(&mut self) {
+        if !self.to_route.is_empty() {
+            self.shared.router.do_send(router::Route(std::mem::take(&mut self.to_route)));
+        }
+    }
+
+    fn write(&mut self, packet: Packet) {
+        if let Some(conn) = &mut self.conn {
+            conn.write(&packet);
+        }
+    }
+
+    /// Moves queued messages into the write buffer while the in-flight window and the buffer's
+    /// high-water mark allow. The caller flushes.
+    fn pump(&mut self) {
+        let Some(conn) = &mut self.conn else { return };
+        if self.client.is_none() {
+            return;
+        }
+        while conn.buffered() < WRITE_HIGH_WATER {
+            let Some(publish) = self.outbound.next_to_send() else { break };
+            conn.write(&Packet::Publish(publish));
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(conn) = &mut self.conn else { return };
+        let Some(write) = conn.start_flush() else { return };
+        ctx.spawn(write.into_actor(self).map(|done, act, ctx| {
+            let _entered = act.span.clone().entered();
+            let Some(conn) = &mut act.conn else { return };
+            match conn.finish_flush(done) {
+                Err(error) => act.close(ctx, Close::Io(error)),
+                Ok(true) => act.finish_close(ctx),
+                Ok(false) => {
+                    act.pump();
+                    act.flush(ctx);
+                }
+            }
+        }));
+    }
+
+    /// Disconnects a client that has been silent for 1.5 times its keep-alive (plus the
+    /// configured grace) [MQTT-3.1.2-24].
+    fn check_keep_alive(&mut self, timeout: Duration, ctx: &mut Context<Self>) {
+        let idle = self.last_activity.elapsed();
+        if idle >= timeout {
+            return self.close(ctx, Close::KeepAliveTimeout(timeout));
+        }
+        ctx.run_later(timeout - idle, move |act, ctx| {
+            if act.conn.is_some() && act.client.is_some() {
+                let _entered = act.span.clone().entered();
+                act.check_keep_alive(timeout, ctx);
+            }
+        });
+    }
+
+    fn close(&mut self, ctx: &mut Context<Self>, reason: Close) {
+        if self.conn.is_none() {
+            return;
+        }
+        match &reason {
+            Close::Disconnect => info!("client disconnected"),
+            Close::PeerClosed => info!("connection closed by the client without DISCONNECT"),
+            Close::Io(error) => info!(%error, "connection lost"),
+            Close::Malformed(error) => {
+                self.shared.stats.protocol_error();
+                warn!(%error, "malformed packet: closing the connection");
+            }
+            Close::ProtocolViolation(what) => {
+                self.shared.stats.protocol_error();
+                warn!(violation = what, "protocol violation: closing the connection");
+            }
+            Close::KeepAliveTimeout(timeout) => info!(?timeout, "keep-alive expired: closing the connection"),
+            Close::ConnectTimeout => info!(timeout = ?self.settings().connect_timeout, "no CONNECT in time: closing the connection"),
+            Close::Refused(code) => info!(%code, "connection refused"),
+            Close::TakenOver => info!("connection taken over by a new connection with the same client id"),
+            Close::ServerUnavailable => warn!("router unavailable: closing the connection"),
+        }
+        let will = self.will.take();
+        if reason.publishes_will() && self.client.is_some() {
+            if let Some(will) = will {
+                // The will goes out on every close but DISCONNECT [MQTT-3.1.2-8].
+                debug!(topic = %will.topic, "publishing will message");
+                self.queue_for_routing(Publish {
+                    dup: false,
+                    qos: will.qos,
+                    retain: will.retain,
+                    topic: will.topic,
+                    pkid: 0,
+                    payload: will.message,
+                });
+            }
+        }
+        self.route_pending();
+        let flush_first = matches!(reason, Close::Refused(_) | Close::ServerUnavailable);
+        if let Some(conn) = &mut self.conn {
+            if flush_first && conn.close_after_flush() {
+                // finish_close runs once the refusing CONNACK has been written.
+                self.flush(ctx);
+                return;
+            }
+        }
+        if let Some(conn) = self.conn.take() {
+            conn.shutdown(ctx, &self.shared.stats);
+        }
+        if !matches!(reason, Close::TakenOver) {
+            self.park_or_stop(ctx);
+        }
+    }
+
+    /// Called when a connection that waited for its last write can close.
+    fn finish_close(&mut self, ctx: &mut Context<Self>) {
+        if let Some(conn) = self.conn.take() {
+            conn.shutdown(ctx, &self.shared.stats);
+        }
+        self.park_or_stop(ctx);
+    }
+
+    /// After the connection is gone: a persistent session waits for its client to come back,
+    /// anything else ends.
+    fn park_or_stop(&mut self, ctx: &mut Context<Self>) {
+        match &self.client {
+            Some(client) if !client.clean_session => {
+                let dropped = self.outbound.discard_queued_qos0();
+                debug!(
+                    inflight = self.outbound.inflight_len(),
+                    queued = self.outbound.queued_len(),
+                    dropped_qos0 = dropped,
+                    "persistent session kept for the client's return"
+                );
+            }
+            Some(client) => {
+                self.shared.router.do_send(router::Unregister { client_id: client.id.clone(), generation: client.generation });
+                ctx.stop();
+            }
+            None => ctx.stop(),
+        }
+    }
+
+    fn count_drop(&mut self, dropped: Dropped) {
+        self.dropped += 1;
+        self.shared.stats.message_dropped();
+        // Counted every time, logged at powers of two so a stalled client cannot flood the log.
+        if self.dropped.is_power_of_two() {
+            warn!(total_dropped = self.dropped, ?dropped, "session queue full (max-queued-messages): message dropped");
+        } else {
+            debug!(total_dropped = self.dropped, ?dropped, "session queue full: message dropped");
+        }
+    }
+}
+
+/// A client id for a client that sent an empty one with clean session 1: unique within this
+/// process, unlikely to collide with ids chosen by clients.
+fn generate_client_id() -> ByteString {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    ByteString::from(format!("amqtt-{:016x}", hasher.finish()))
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let _entered = self.span.clone().entered();
+        debug!("connection accepted");
+        ctx.run_later(self.settings().connect_timeout, |act, ctx| {
+            if act.client.is_none() {
+                let _entered = act.span.clone().entered();
+                act.close(ctx, Close::ConnectTimeout);
+            }
+        });
+    }
+}
+
+impl StreamHandler<Result<Bytes, ReadError>> for Session {
+    fn handle(&mut self, item: Result<Bytes, ReadError>, ctx: &mut Self::Context) {
+        let _entered = self.span.clone().entered();
+        self.last_activity = Instant::now();
+        match item {
+            Ok(frames) => self.process(frames, ctx),
+            Err(ReadError::Io(error)) => self.close(ctx, Close::Io(error)),
+            Err(ReadError::Malformed(error)) => self.close(ctx, Close::Malformed(error)),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        let _entered = self.span.clone().entered();
+        self.close(ctx, Close::PeerClosed);
+    }
+}
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(batch): Deliver, ctx: &mut Self::Context) {
+        let _entered = self.span.clone().entered();
+        let online = self.conn.is_some();
+        for publish in batch {
+            // An offline session keeps QoS 1 and 2 messages only [MQTT-3.1.2-5].
+            if !online && publish.qos == QoS::AtMostOnce {
+                continue;
+            }
+            if let Some(dropped) = self.outbound.enqueue(publish) {
+                self.count_drop(dropped);
+            }
+        }
+        self.pump();
+        self.flush(ctx);
+    }
+}
+
+impl Handler<SubscribeDone> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeDone, ctx: &mut Self::Context) {
+        self.write(Packet::SubAck(SubAck { pkid: msg.pkid, return_codes: msg.return_codes }));
+        self.flush(ctx);
+    }
+}
+
+impl Handler<UnsubscribeDone> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnsubscribeDone, ctx: &mut Self::Context) {
+        self.write(Packet::UnsubAck(UnsubAck { pkid: msg.pkid }));
+        self.flush(ctx);
+    }
+}
+
+impl Handler<TakeOver> for Session {
+    type Result = MessageResult<TakeOver>;
+
+    fn handle(&mut self, msg: TakeOver, ctx: &mut Self::Context) -> Self::Result {
+        let _entered = self.span.clone().entered();
+        self.close(ctx, Close::TakenOver);
+        // The router already points the client id at the new connection.
+        self.client = None;
+        ctx.stop();
+        MessageResult(msg.keep_state.then(|| SessionState {
+            outbound: std::mem::replace(&mut self.outbound, Outbound::new(1, 0)),
+            awaiting_pubrel: std::mem::take(&mut self.awaiting_pubrel),
+        }))
+    }
+}

@@ -1,0 +1,253 @@
+//! Messages on their way from the broker to one client: the in-flight window of QoS 1/2
+//! messages awaiting acknowledgement, and the bounded queue behind it.
+//!
+//! Pure state, no I/O, so that it can be handed from one connection to the next when a
+//! persistent session is resumed, and tested on its own.
+
+use std::collections::VecDeque;
+
+use amqtt_protocol::{Packet, PubRel, Publish, QoS};
+
+/// Where a message sent to the client stands in its QoS flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// QoS 1 sent, waiting for PUBACK.
+    AwaitPubAck,
+    /// QoS 2 sent, waiting for PUBREC.
+    AwaitPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubComp,
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    publish: Publish,
+    stage: Stage,
+}
+
+/// What happened to a message that did not fit in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dropped {
+    /// The queue was full and this older QoS 0 message made room for the new one.
+    OldestQoS0 { topic: String },
+    /// The queue was full of QoS 1/2 messages: the new message was refused.
+    Incoming { topic: String, qos: QoS },
+}
+
+#[derive(Debug)]
+pub struct Outbound {
+    inflight: VecDeque<InFlight>,
+    queue: VecDeque<Publish>,
+    last_pkid: u16,
+    max_inflight: usize,
+    max_queued: usize,
+}
+
+impl Outbound {
+    pub fn new(max_inflight: usize, max_queued: usize) -> Self {
+        Outbound {
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            last_pkid: 0,
+            max_inflight: max_inflight.max(1),
+            max_queued,
+        }
+    }
+
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Queues a message for the client. When the queue is full, the oldest queued QoS 0
+    /// message makes room; when there is none, the new message is refused.
+    pub fn enqueue(&mut self, publish: Publish) -> Option<Dropped> {
+        if self.queue.len() < self.max_queued {
+            self.queue.push_back(publish);
+            return None;
+        }
+        match self.queue.iter().position(|p| p.qos == QoS::AtMostOnce) {
+            Some(index) => {
+                let old = self.queue.remove(index)?;
+                self.queue.push_back(publish);
+                Some(Dropped::OldestQoS0 { topic: old.topic.to_string() })
+            }
+            None => Some(Dropped::Incoming { topic: publish.topic.to_string(), qos: publish.qos }),
+        }
+    }
+
+    /// Removes queued QoS 0 messages: used when the client goes away, since only QoS 1 and 2
+    /// messages are kept for an offline session.
+    pub fn discard_queued_qos0(&mut self) -> usize {
+        let before = self.queue.len();
+        self.queue.retain(|p| p.qos != QoS::AtMostOnce);
+        before - self.queue.len()
+    }
+
+    /// Takes the next queued message that may be written now, giving QoS 1/2 messages a packet
+    /// identifier and a place in the in-flight window. Returns None when the queue is empty or
+    /// the window is full (messages keep their order: a QoS 0 message never overtakes a waiting
+    /// QoS 1/2 one).
+    pub fn next_to_send(&mut self) -> Option<Publish> {
+        let front = self.queue.front()?;
+        if front.qos == QoS::AtMostOnce {
+            return self.queue.pop_front();
+        }
+        if self.inflight.len() >= self.max_inflight {
+            return None;
+        }
+        let mut publish = self.queue.pop_front()?;
+        publish.pkid = self.allocate_pkid();
+        let stage = if publish.qos == QoS::AtLeastOnce { Stage::AwaitPubAck } else { Stage::AwaitPubRec };
+        self.inflight.push_back(InFlight { publish: publish.clone(), stage });
+        Some(publish)
+    }
+
+    /// A PUBACK arrived: the QoS 1 flow of `pkid` is complete. Returns false for an unknown id.
+    pub fn puback(&mut self, pkid: u16) -> bool {
+        self.complete(pkid, Stage::AwaitPubAck)
+    }
+
+    /// A PUBREC arrived: the message is now owned by the client, and a PUBREL answers it.
+    /// Returns false for an unknown id (a PUBREL is still the right answer to a PUBREC).
+    pub fn pubrec(&mut self, pkid: u16) -> bool {
+        match self.inflight.iter_mut().find(|m| m.publish.pkid == pkid) {
+            Some(m) if m.stage == Stage::AwaitPubRec || m.stage == Stage::AwaitPubComp => {
+                m.stage = Stage::AwaitPubComp;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A PUBCOMP arrived: the QoS 2 flow of `pkid` is complete.
+    pub fn pubcomp(&mut self, pkid: u16) -> bool {
+        self.complete(pkid, Stage::AwaitPubComp)
+    }
+
+    /// What to send again, in the original order, when a persistent session resumes: every
+    /// unacknowledged PUBLISH with DUP set, and PUBREL for those already received
+    /// [MQTT-4.4.0-1].
+    pub fn resend(&self) -> impl Iterator<Item = Packet> + '_ {
+        self.inflight.iter().map(|m| match m.stage {
+            Stage::AwaitPubAck | Stage::AwaitPubRec => {
+                let mut publish = m.publish.clone();
+                publish.dup = true;
+                Packet::Publish(publish)
+            }
+            Stage::AwaitPubComp => Packet::PubRel(PubRel { pkid: m.publish.pkid }),
+        })
+    }
+
+    fn complete(&mut self, pkid: u16, stage: Stage) -> bool {
+        match self.inflight.iter().position(|m| m.publish.pkid == pkid && m.stage == stage) {
+            Some(index) => {
+                self.inflight.remove(index);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Packet identifiers are taken in turn, skipping 0 and those still in flight
+    /// [MQTT-2.3.1-2].
+    fn allocate_pkid(&mut self) -> u16 {
+        loop {
+            self.last_pkid = self.last_pkid.wrapping_add(1).max(1);
+            let candidate = self.last_pkid;
+            if !self.inflight.iter().any(|m| m.publish.pkid == candidate) {
+                return candidate;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amqtt_protocol::ByteString;
+    use bytes::Bytes;
+
+    fn msg(topic: &str, qos: QoS) -> Publish {
+        Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: ByteString::from(topic),
+            pkid: 0,
+            payload: Bytes::from_static(b"x"),
+        }
+    }
+
+    #[test]
+    fn window_limits_qos1_and_keeps_order() {
+        let mut o = Outbound::new(2, 10);
+        for t in ["a", "b", "c"] {
+            assert_eq!(o.enqueue(msg(t, QoS::AtLeastOnce)), None);
+        }
+        o.enqueue(msg("d", QoS::AtMostOnce));
+        let first = o.next_to_send().unwrap();
+        let second = o.next_to_send().unwrap();
+        assert_eq!((first.pkid, second.pkid), (1, 2));
+        // Window full: neither the QoS 1 message nor the QoS 0 one behind it goes out.
+        assert!(o.next_to_send().is_none());
+        assert!(o.puback(1));
+        assert!(!o.puback(1));
+        assert_eq!(o.next_to_send().unwrap().topic, "c");
+        assert_eq!(o.next_to_send().unwrap().topic, "d");
+        assert!(o.next_to_send().is_none());
+    }
+
+    #[test]
+    fn qos2_flow_and_resend() {
+        let mut o = Outbound::new(10, 10);
+        o.enqueue(msg("a", QoS::ExactlyOnce));
+        o.enqueue(msg("b", QoS::ExactlyOnce));
+        let a = o.next_to_send().unwrap();
+        let b = o.next_to_send().unwrap();
+        assert!(!o.pubcomp(a.pkid), "PUBCOMP before PUBREC completes nothing");
+        assert!(o.pubrec(a.pkid));
+        let resent: Vec<Packet> = o.resend().collect();
+        assert_eq!(resent.len(), 2);
+        assert_eq!(resent[0], Packet::PubRel(PubRel { pkid: a.pkid }));
+        match &resent[1] {
+            Packet::Publish(p) => assert!(p.dup && p.pkid == b.pkid),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(o.pubcomp(a.pkid));
+        assert_eq!(o.inflight_len(), 1);
+    }
+
+    #[test]
+    fn full_queue_drops_oldest_qos0_then_refuses() {
+        let mut o = Outbound::new(1, 2);
+        o.enqueue(msg("q0", QoS::AtMostOnce));
+        o.enqueue(msg("q1", QoS::AtLeastOnce));
+        assert_eq!(o.enqueue(msg("n1", QoS::AtLeastOnce)), Some(Dropped::OldestQoS0 { topic: "q0".into() }));
+        assert_eq!(
+            o.enqueue(msg("n2", QoS::ExactlyOnce)),
+            Some(Dropped::Incoming { topic: "n2".into(), qos: QoS::ExactlyOnce })
+        );
+        assert_eq!(o.queued_len(), 2);
+    }
+
+    #[test]
+    fn pkids_skip_zero_and_those_in_flight() {
+        let mut o = Outbound::new(3, 10);
+        o.last_pkid = u16::MAX - 1;
+        for _ in 0..3 {
+            o.enqueue(msg("t", QoS::AtLeastOnce));
+        }
+        let ids: Vec<u16> = std::iter::from_fn(|| o.next_to_send().map(|p| p.pkid)).collect();
+        assert_eq!(ids, vec![u16::MAX, 1, 2]);
+        assert!(o.puback(1));
+        o.last_pkid = 0;
+        o.enqueue(msg("t", QoS::AtLeastOnce));
+        assert_eq!(o.next_to_send().unwrap().pkid, 1);
+        o.enqueue(msg("t", QoS::AtLeastOnce));
+        assert!(o.next_to_send().is_none(), "window of 3 is full");
+    }
+}

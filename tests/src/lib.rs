@@ -1,0 +1,231 @@
+//! Test harness for the black-box tests in `tests/tests/`: starts a broker in-process on a free
+//! port and talks to it through a raw MQTT client built on the protocol crate's codec, so each
+//! test controls every byte and flag it sends.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use amqtt_broker::{Broker, Config, RunningBroker};
+pub use amqtt_protocol::*;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+/// How long a test waits for something that should happen. Generous: it only matters when a
+/// test is failing, since every wait ends on the awaited event.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A broker on 127.0.0.1 with a free port and the default settings.
+pub fn start_broker() -> RunningBroker {
+    start_broker_with("")
+}
+
+/// A broker configured by `yaml` (aMQTT schema) plus, unless the YAML has its own `listeners`,
+/// one tcp listener on 127.0.0.1 with a free port.
+pub fn start_broker_with(yaml: &str) -> RunningBroker {
+    let yaml = if yaml.contains("listeners:") {
+        yaml.to_string()
+    } else {
+        format!("listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:0\n{yaml}")
+    };
+    let (config, warnings) = Config::from_yaml_str(&yaml, None).expect("test config must load");
+    assert!(warnings.is_empty(), "unexpected config warnings: {warnings:?}");
+    Broker::new(config).workers(2).start().expect("broker must start")
+}
+
+/// The address of the broker's first listener.
+pub fn addr(broker: &RunningBroker) -> SocketAddr {
+    broker.listeners()[0].addr
+}
+
+/// A CONNECT for MQTT 3.1.1 with keep-alive 60 s and nothing optional.
+pub fn connect_packet(client_id: &str, clean_session: bool) -> Connect {
+    Connect {
+        protocol_name: ByteString::from_static("MQTT"),
+        protocol_level: 4,
+        clean_session,
+        keep_alive: 60,
+        client_id: ByteString::from(client_id),
+        will: None,
+        username: None,
+        password: None,
+    }
+}
+
+pub fn publish_packet(topic: &str, payload: &[u8], qos: QoS, retain: bool, pkid: u16) -> Publish {
+    Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: ByteString::from(topic),
+        pkid,
+        payload: Bytes::copy_from_slice(payload),
+    }
+}
+
+/// A raw MQTT client: sends packets as given and returns what arrives, failing the test on a
+/// timeout instead of hanging.
+pub struct TestClient {
+    framed: Framed<TcpStream, MqttCodec>,
+    next_pkid: u16,
+}
+
+impl TestClient {
+    /// Opens a TCP connection without sending anything.
+    pub async fn connect_raw(addr: SocketAddr) -> TestClient {
+        let stream = TcpStream::connect(addr).await.expect("cannot connect to the broker");
+        stream.set_nodelay(true).unwrap();
+        TestClient { framed: Framed::new(stream, MqttCodec::new(16 * 1024 * 1024)), next_pkid: 0 }
+    }
+
+    /// Connects and sends `connect`, returning the CONNACK.
+    pub async fn connect_with(addr: SocketAddr, connect: Connect) -> (TestClient, ConnAck) {
+        let mut client = TestClient::connect_raw(addr).await;
+        client.send(connect).await;
+        match client.recv().await {
+            Packet::ConnAck(connack) => (client, connack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Connects with `client_id` and asserts the broker accepts; returns session-present.
+    pub async fn connect(addr: SocketAddr, client_id: &str, clean_session: bool) -> (TestClient, bool) {
+        let (client, connack) = TestClient::connect_with(addr, connect_packet(client_id, clean_session)).await;
+        assert_eq!(connack.code, ConnectReturnCode::Accepted, "CONNACK for {client_id}");
+        (client, connack.session_present)
+    }
+
+    pub async fn send(&mut self, packet: impl Into<Packet>) {
+        self.framed.send(packet.into()).await.expect("send failed");
+    }
+
+    /// Writes raw bytes, for malformed input.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        let stream = self.framed.get_mut();
+        stream.write_all(bytes).await.expect("send failed");
+    }
+
+    /// The next packet from the broker; fails the test if none comes within `WAIT` or the
+    /// connection closes.
+    pub async fn recv(&mut self) -> Packet {
+        match tokio::time::timeout(WAIT, self.framed.next()).await {
+            Ok(Some(Ok(packet))) => packet,
+            Ok(Some(Err(error))) => panic!("receive failed: {error}"),
+            Ok(None) => panic!("connection closed by the broker while a packet was expected"),
+            Err(_) => panic!("no packet from the broker within {WAIT:?}"),
+        }
+    }
+
+    pub async fn recv_publish(&mut self) -> Publish {
+        match self.recv().await {
+            Packet::Publish(publish) => publish,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Asserts that the broker closes the connection (without sending anything else first)
+    /// within `WAIT`.
+    pub async fn expect_closed(&mut self) {
+        match tokio::time::timeout(WAIT, self.framed.next()).await {
+            Ok(None) | Ok(Some(Err(_))) => {}
+            Ok(Some(Ok(packet))) => panic!("expected the connection to close, got {packet:?}"),
+            Err(_) => panic!("connection still open after {WAIT:?}"),
+        }
+    }
+
+    /// Whether the connection is closed once `after` has passed, for tests of timeouts.
+    pub async fn closed_within(&mut self, after: Duration) -> bool {
+        matches!(tokio::time::timeout(after, self.framed.next()).await, Ok(None) | Ok(Some(Err(_))))
+    }
+
+    pub fn next_pkid(&mut self) -> u16 {
+        self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
+        self.next_pkid
+    }
+
+    /// Subscribes and returns the SUBACK return codes.
+    pub async fn subscribe(&mut self, filters: &[(&str, QoS)]) -> Vec<SubscribeReturnCode> {
+        let pkid = self.next_pkid();
+        let filters = filters
+            .iter()
+            .map(|(filter, qos)| SubscribeFilter { filter: ByteString::from(*filter), qos: *qos })
+            .collect();
+        self.send(Subscribe { pkid, filters }).await;
+        match self.recv().await {
+            Packet::SubAck(suback) => {
+                assert_eq!(suback.pkid, pkid, "SUBACK packet id [MQTT-3.8.4-2]");
+                suback.return_codes
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    pub async fn unsubscribe(&mut self, filters: &[&str]) {
+        let pkid = self.next_pkid();
+        let filters = filters.iter().map(|f| ByteString::from(*f)).collect();
+        self.send(Unsubscribe { pkid, filters }).await;
+        match self.recv().await {
+            Packet::UnsubAck(unsuback) => assert_eq!(unsuback.pkid, pkid, "UNSUBACK packet id [MQTT-3.10.4-4]"),
+            other => panic!("expected UNSUBACK, got {other:?}"),
+        }
+    }
+
+    /// Publishes and completes the QoS flow (PUBACK, or PUBREC/PUBREL/PUBCOMP).
+    pub async fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
+        let pkid = if qos == QoS::AtMostOnce { 0 } else { self.next_pkid() };
+        self.send(publish_packet(topic, payload, qos, retain, pkid)).await;
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => assert_eq!(self.recv().await, Packet::PubAck(PubAck { pkid })),
+            QoS::ExactlyOnce => {
+                assert_eq!(self.recv().await, Packet::PubRec(PubRec { pkid }));
+                self.send(PubRel { pkid }).await;
+                assert_eq!(self.recv().await, Packet::PubComp(PubComp { pkid }));
+            }
+        }
+    }
+
+    /// Acknowledges a received QoS 1 or 2 PUBLISH as a client would.
+    pub async fn ack(&mut self, publish: &Publish) {
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(PubAck { pkid: publish.pkid }).await,
+            QoS::ExactlyOnce => {
+                self.send(PubRec { pkid: publish.pkid }).await;
+                assert_eq!(self.recv().await, Packet::PubRel(PubRel { pkid: publish.pkid }));
+                self.send(PubComp { pkid: publish.pkid }).await;
+            }
+        }
+    }
+
+    /// Sends DISCONNECT and waits for the broker to close the connection.
+    pub async fn disconnect(mut self) {
+        self.send(Packet::Disconnect).await;
+        self.expect_closed().await;
+    }
+
+    /// A PINGREQ round trip: everything the broker wrote to this client before answering has
+    /// been received once this returns.
+    pub async fn ping(&mut self) {
+        self.send(Packet::PingReq).await;
+        assert_eq!(self.recv().await, Packet::PingResp);
+    }
+}
+
+/// Proves that nothing else is on its way to `subscriber`: publishes a marker on `topic` (which
+/// `subscriber` must be subscribed to) from `publisher` and asserts the marker is the next
+/// message. Messages from one publisher reach a subscriber in order, so anything the broker
+/// would have delivered before the marker would show up first. Replaces sleep-based "nothing
+/// arrives" checks.
+pub async fn assert_nothing_before_marker(publisher: &mut TestClient, subscriber: &mut TestClient, topic: &str) {
+    publisher.publish(topic, b"marker", QoS::AtLeastOnce, false).await;
+    let next = subscriber.recv_publish().await;
+    assert_eq!(
+        (next.topic.as_ref() as &str, next.payload.as_ref()),
+        (topic, b"marker".as_ref()),
+        "a message arrived that should not have: {next:?}"
+    );
+    subscriber.ack(&next).await;
+}
