@@ -4,8 +4,9 @@
 //! broker unchanged. A few keys of our own (`connect-timeout`, `max-*`) sit
 //! beside aMQTT's. Loading is done in three passes:
 //!
-//! 1. the text is parsed into a YAML value tree (syntax errors and duplicate
-//!    keys are reported here, with a position);
+//! 1. the text is parsed into a YAML value tree (syntax errors are reported
+//!    here, with a position; a duplicate key keeps its last value, as in
+//!    PyYAML, with a warning);
 //! 2. the top level and each listener are deserialized into "raw" structs whose
 //!    fields are all optional, through `serde_path_to_error` (so a bad value is
 //!    reported with its key path) and `serde_ignored` (so an unknown key becomes
@@ -253,8 +254,7 @@ fn parse(
     base_dir: Option<&Path>,
     origin: &str,
 ) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
-    let mut root = parse_yaml(yaml, origin)?;
-    let mut warnings = Vec::new();
+    let (mut root, mut warnings) = parse_yaml(yaml, origin)?;
     let mut config = Config {
         base_dir: base_dir.map(Path::to_path_buf),
         ..Config::default()
@@ -319,49 +319,35 @@ fn parse(
     Ok((config, warnings))
 }
 
-/// Parses YAML into a value tree, rejecting duplicate keys with the key's path.
-///
-/// yaml_serde's own `Value` also rejects duplicates, but names only the parent
-/// mapping; building the tree ourselves lets the error name the key itself.
-fn parse_yaml(yaml: &str, origin: &str) -> Result<Value, ConfigError> {
-    let duplicate = RefCell::new(None);
+/// Parses YAML into a value tree. A key repeated in one mapping keeps its last
+/// value, as PyYAML (which aMQTT uses) does, and is reported as a warning:
+/// aMQTT's own sample config repeats `capath`, and it must load unchanged.
+fn parse_yaml(yaml: &str, origin: &str) -> Result<(Value, Vec<ConfigWarning>), ConfigError> {
+    let duplicates = RefCell::new(Vec::new());
     let seed = ValueSeed {
         path: String::new(),
-        duplicate: &duplicate,
+        duplicates: &duplicates,
     };
     let mut value = seed
         .deserialize(yaml_serde::Deserializer::from_str(yaml))
-        .map_err(|err| match duplicate.take() {
-            Some(path) => {
-                let place = err
-                    .location()
-                    .map(|l| {
-                        format!(
-                            " in the mapping that starts at line {}, column {}",
-                            l.line(),
-                            l.column()
-                        )
-                    })
-                    .unwrap_or_default();
-                ConfigError::Invalid {
-                    path,
-                    reason: format!(
-                        "duplicate key{place}; a key may appear only once per mapping: \
-                         delete or rename one of them"
-                    ),
-                }
-            }
-            None => ConfigError::Invalid {
-                path: origin.to_string(),
-                reason: format!("invalid YAML: {err}"),
-            },
+        .map_err(|err| ConfigError::Invalid {
+            path: origin.to_string(),
+            reason: format!("invalid YAML: {err}"),
         })?;
     // PyYAML, which aMQTT uses, honours `<<: *anchor` merge keys.
     value.apply_merge().map_err(|err| ConfigError::Invalid {
         path: origin.to_string(),
         reason: format!("invalid YAML merge key (<<): {err}"),
     })?;
-    Ok(value)
+    let warnings = duplicates
+        .into_inner()
+        .into_iter()
+        .map(|path| ConfigWarning {
+            path,
+            message: "duplicate key: the last value is used".to_string(),
+        })
+        .collect();
+    Ok((value, warnings))
 }
 
 /// Deserializes `value` into `T`, turning unknown keys into warnings and
@@ -970,8 +956,8 @@ impl<'de> Deserialize<'de> for BindSpec {
 
 struct ValueSeed<'a> {
     path: String,
-    /// Set to the duplicate key's path just before failing on it.
-    duplicate: &'a RefCell<Option<String>>,
+    /// Paths of keys that appeared more than once in their mapping.
+    duplicates: &'a RefCell<Vec<String>>,
 }
 
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
@@ -1019,7 +1005,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(ValueSeed {
             path: format!("{}[{}]", self.path, items.len()),
-            duplicate: self.duplicate,
+            duplicates: self.duplicates,
         })? {
             items.push(item);
         }
@@ -1029,17 +1015,16 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         let mut mapping = Mapping::new();
         while let Some(key) = map.next_key_seed(ValueSeed {
             path: self.path.clone(),
-            duplicate: self.duplicate,
+            duplicates: self.duplicates,
         })? {
             let mut path = self.path.clone();
             push_segment(&mut path, &key_segment(&key));
             if mapping.contains_key(&key) {
-                *self.duplicate.borrow_mut() = Some(path);
-                return Err(de::Error::custom("duplicate key"));
+                self.duplicates.borrow_mut().push(path.clone());
             }
             let value = map.next_value_seed(ValueSeed {
                 path,
-                duplicate: self.duplicate,
+                duplicates: self.duplicates,
             })?;
             mapping.insert(key, value);
         }
@@ -1231,27 +1216,33 @@ topic-check:
     }
 
     #[test]
-    fn seed_example_with_its_duplicate_capath_is_rejected_at_the_key() {
-        // The seed example repeats `capath` (it meant `cadata`). yaml_serde
-        // rejects duplicate keys; we report the duplicate's key path.
+    fn seed_example_with_its_duplicate_capath_loads_keeping_the_last_value() {
+        // aMQTT's sample repeats `capath` (it meant `cadata`); PyYAML keeps the
+        // last value, and so do we, with a warning naming the key.
         let yaml = SEED_EXAMPLE.replace("CADATA_KEY", "capath");
-        let (path, reason) = invalid(&yaml);
-        assert_eq!(path, "listeners.my-tcp-ssl-1.capath");
-        assert!(
-            reason.starts_with("duplicate key in the mapping that starts at line 12, column 9"),
-            "{reason}"
+        let (config, warnings) = load(&yaml);
+        assert_eq!(
+            warnings,
+            vec![ConfigWarning {
+                path: "listeners.my-tcp-ssl-1.capath".into(),
+                message: "duplicate key: the last value is used".into(),
+            }]
         );
-        assert!(reason.contains("delete or rename one of them"), "{reason}");
+        let ssl = listener(&config, "my-tcp-ssl-1");
+        assert_eq!(ssl.capath.as_deref(), Some(Path::new("certificate data")));
+        assert_eq!(ssl.cadata, None);
     }
 
     #[test]
-    fn duplicate_keys_anywhere_are_rejected_with_their_path() {
-        let (path, _) = invalid("sys_interval: 1\nsys_interval: 2\n");
-        assert_eq!(path, "sys_interval");
-        let (path, _) = invalid("topic-check:\n  acl:\n    bob: [a]\n    bob: [b]\n");
-        assert_eq!(path, "topic-check.acl.bob");
-        let (path, _) = invalid("listeners:\n  a: {bind: ':1', bind: ':2'}\n");
-        assert_eq!(path, "listeners.a.bind");
+    fn duplicate_keys_anywhere_warn_with_their_path() {
+        let (config, warnings) = load("sys_interval: 1\nsys_interval: 2\n");
+        assert_eq!(config.sys_interval, 2);
+        assert_eq!(warnings[0].path, "sys_interval");
+        let (config, warnings) = load("topic-check:\n  acl:\n    bob: [a]\n    bob: [b]\n");
+        assert_eq!(config.topic_check.acl["bob"], vec!["b".to_string()]);
+        assert_eq!(warnings[0].path, "topic-check.acl.bob");
+        let (_, warnings) = load("listeners:\n  a: {bind: ':1', bind: ':2'}\n");
+        assert_eq!(warnings[0].path, "listeners.a.bind");
     }
 
     #[test]

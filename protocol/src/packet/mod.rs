@@ -176,7 +176,7 @@ impl FixedHeader {
 
     /// Total length of the packet: fixed header plus remaining length.
     pub fn frame_len(&self) -> usize {
-        self.header_len + self.remaining_length
+        self.header_len.saturating_add(self.remaining_length)
     }
 
     /// Checks the flags against table 2.2 [MQTT-2.2.2-1] [MQTT-2.2.2-2].
