@@ -156,7 +156,7 @@ pub enum ConfigError {
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
     #[error(
-        "{path}: {feature} is not supported yet (see the README's list of what is not implemented)"
+        "{path}: not supported yet: {feature} (see the README's list of what is not implemented)"
     )]
     Unsupported { path: String, feature: String },
 }
@@ -211,6 +211,20 @@ impl Config {
                     feature: "TLS listeners".to_string(),
                 });
             }
+        }
+        // Refusing is safer than starting a broker that lets in the clients the
+        // configuration means to keep out.
+        if self.auth.password_file.is_some() {
+            return Err(ConfigError::Unsupported {
+                path: "auth.password-file".to_string(),
+                feature: "password file authentication".to_string(),
+            });
+        }
+        if self.topic_check.enabled {
+            return Err(ConfigError::Unsupported {
+                path: "topic-check.enabled".to_string(),
+                feature: "topic access control (topic-check)".to_string(),
+            });
         }
         Ok(())
     }
@@ -1745,7 +1759,7 @@ listeners:
         );
         assert_eq!(
             err.to_string(),
-            "listeners.my-ws.type: WebSocket listeners is not supported yet (see the README's list of what is not implemented)"
+            "listeners.my-ws.type: not supported yet: WebSocket listeners (see the README's list of what is not implemented)"
         );
 
         let (config, _) = load("listeners:\n  secure:\n    bind: ':8883'\n    ssl: on\n");
@@ -1757,6 +1771,13 @@ listeners:
 
         let (config, _) = load("listeners:\n  plain:\n    bind: ':1883'\n    ssl: off\n");
         assert!(config.check_supported().is_ok());
+
+        let (config, _) = load("auth:\n  password-file: ./passwd\n");
+        let err = config.check_supported().unwrap_err();
+        assert!(matches!(&err, ConfigError::Unsupported { path, .. } if path == "auth.password-file"), "{err:?}");
+        let (config, _) = load("topic-check:\n  enabled: true\n");
+        let err = config.check_supported().unwrap_err();
+        assert!(matches!(&err, ConfigError::Unsupported { path, .. } if path == "topic-check.enabled"), "{err:?}");
     }
 
     #[test]

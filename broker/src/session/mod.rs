@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use amqtt_protocol::{
-    frame_len, ByteString, ConnAck, Connect, ConnectReturnCode, LastWill, Packet, PubAck, PubComp,
+    frame_len, ByteString, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet, PubAck, PubComp,
     PubRec, PubRel, Publish, QoS, SubAck, SubscribeReturnCode, UnsubAck,
 };
 use bytes::Bytes;
@@ -96,7 +96,7 @@ enum Close {
     /// The socket closed without DISCONNECT.
     PeerClosed,
     Io(std::io::Error),
-    Malformed(amqtt_protocol::DecodeError),
+    Malformed(DecodeError),
     ProtocolViolation(&'static str),
     KeepAliveTimeout(Duration),
     ConnectTimeout,
@@ -198,6 +198,13 @@ impl Session {
             };
             let packet = match Packet::read(frames.split_to(len)) {
                 Ok(packet) => packet,
+                Err(DecodeError::UnsupportedProtocolLevel { level, .. }) if self.client.is_none() => {
+                    // An MQTT 5 (or other) CONNECT gets its answer rather than a bare close
+                    // [MQTT-3.1.2-2].
+                    debug!(level, "CONNECT for another protocol version");
+                    let reason = self.refuse(ConnectReturnCode::UnacceptableProtocolVersion);
+                    return self.close(ctx, reason);
+                }
                 Err(error) => return self.close(ctx, Close::Malformed(error)),
             };
             if let Err(reason) = self.handle_packet(packet, ctx) {
@@ -273,19 +280,19 @@ impl Session {
         }
         if connect.protocol_level != 4 || connect.protocol_name != "MQTT" {
             // Only MQTT 3.1.1 is spoken here [MQTT-3.1.2-2].
-            return self.refuse(ConnectReturnCode::UnacceptableProtocolVersion);
+            return Err(self.refuse(ConnectReturnCode::UnacceptableProtocolVersion));
         }
         let client_id = if connect.client_id.is_empty() {
             if !connect.clean_session {
                 // A persistent session needs a client id to be found again [MQTT-3.1.3-8].
-                return self.refuse(ConnectReturnCode::IdentifierRejected);
+                return Err(self.refuse(ConnectReturnCode::IdentifierRejected));
             }
             generate_client_id() // [MQTT-3.1.3-6]
         } else {
             connect.client_id
         };
         if connect.username.is_none() && !self.settings().allow_anonymous {
-            return self.refuse(ConnectReturnCode::NotAuthorized);
+            return Err(self.refuse(ConnectReturnCode::NotAuthorized));
         }
         self.span.record("client_id", client_id.as_ref() as &str);
         if connect.keep_alive > 0 {
@@ -345,9 +352,9 @@ impl Session {
     }
 
     /// Writes a refusing CONNACK; the connection closes once it is flushed [MQTT-3.2.2-5].
-    fn refuse(&mut self, code: ConnectReturnCode) -> Result<(), Close> {
+    fn refuse(&mut self, code: ConnectReturnCode) -> Close {
         self.write(Packet::ConnAck(ConnAck { session_present: false, code }));
-        Err(Close::Refused(code))
+        Close::Refused(code)
     }
 
     fn on_publish(&mut self, mut publish: Publish) {
