@@ -31,8 +31,9 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("amqtt: {error:#}");
+            let message = error_chain(&error);
+            tracing::error!("{message}");
+            eprintln!("amqtt: {message}");
             ExitCode::FAILURE
         }
     }
@@ -41,7 +42,23 @@ fn main() -> ExitCode {
 fn init_logging(debug: bool) {
     let default = if debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // No colour escapes when stderr is a file or a pipe (service logs, tests parsing them).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text the message
+/// already includes (our error types print their source themselves).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

@@ -590,6 +590,9 @@ impl Handler<Deliver> for Session {
             if let Some(dropped) = self.outbound.enqueue(publish) {
                 self.count_drop(dropped);
             }
+            // Moved on to the write buffer as they come, so a batch larger than
+            // `max-queued-messages` does not overflow the queue of a client that keeps up.
+            self.pump();
         }
         self.pump();
         self.flush(ctx);

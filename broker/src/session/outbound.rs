@@ -8,21 +8,21 @@ use std::collections::VecDeque;
 
 use amqtt_protocol::{Packet, PubRel, Publish, QoS};
 
-/// Where a message sent to the client stands in its QoS flow.
+/// What a message sent to the client waits for next in its QoS flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// QoS 1 sent, waiting for PUBACK.
-    AwaitPubAck,
-    /// QoS 2 sent, waiting for PUBREC.
-    AwaitPubRec,
-    /// PUBREL sent, waiting for PUBCOMP.
-    AwaitPubComp,
+enum Awaiting {
+    /// QoS 1 sent: PUBACK.
+    Ack,
+    /// QoS 2 sent: PUBREC.
+    Received,
+    /// PUBREL sent: PUBCOMP.
+    Complete,
 }
 
 #[derive(Debug, Clone)]
 struct InFlight {
     publish: Publish,
-    stage: Stage,
+    stage: Awaiting,
 }
 
 /// What happened to a message that did not fit in the queue.
@@ -101,22 +101,22 @@ impl Outbound {
         }
         let mut publish = self.queue.pop_front()?;
         publish.pkid = self.allocate_pkid();
-        let stage = if publish.qos == QoS::AtLeastOnce { Stage::AwaitPubAck } else { Stage::AwaitPubRec };
+        let stage = if publish.qos == QoS::AtLeastOnce { Awaiting::Ack } else { Awaiting::Received };
         self.inflight.push_back(InFlight { publish: publish.clone(), stage });
         Some(publish)
     }
 
     /// A PUBACK arrived: the QoS 1 flow of `pkid` is complete. Returns false for an unknown id.
     pub fn puback(&mut self, pkid: u16) -> bool {
-        self.complete(pkid, Stage::AwaitPubAck)
+        self.complete(pkid, Awaiting::Ack)
     }
 
     /// A PUBREC arrived: the message is now owned by the client, and a PUBREL answers it.
     /// Returns false for an unknown id (a PUBREL is still the right answer to a PUBREC).
     pub fn pubrec(&mut self, pkid: u16) -> bool {
         match self.inflight.iter_mut().find(|m| m.publish.pkid == pkid) {
-            Some(m) if m.stage == Stage::AwaitPubRec || m.stage == Stage::AwaitPubComp => {
-                m.stage = Stage::AwaitPubComp;
+            Some(m) if m.stage == Awaiting::Received || m.stage == Awaiting::Complete => {
+                m.stage = Awaiting::Complete;
                 true
             }
             _ => false,
@@ -125,7 +125,7 @@ impl Outbound {
 
     /// A PUBCOMP arrived: the QoS 2 flow of `pkid` is complete.
     pub fn pubcomp(&mut self, pkid: u16) -> bool {
-        self.complete(pkid, Stage::AwaitPubComp)
+        self.complete(pkid, Awaiting::Complete)
     }
 
     /// What to send again, in the original order, when a persistent session resumes: every
@@ -133,16 +133,16 @@ impl Outbound {
     /// [MQTT-4.4.0-1].
     pub fn resend(&self) -> impl Iterator<Item = Packet> + '_ {
         self.inflight.iter().map(|m| match m.stage {
-            Stage::AwaitPubAck | Stage::AwaitPubRec => {
+            Awaiting::Ack | Awaiting::Received => {
                 let mut publish = m.publish.clone();
                 publish.dup = true;
                 Packet::Publish(publish)
             }
-            Stage::AwaitPubComp => Packet::PubRel(PubRel { pkid: m.publish.pkid }),
+            Awaiting::Complete => Packet::PubRel(PubRel { pkid: m.publish.pkid }),
         })
     }
 
-    fn complete(&mut self, pkid: u16, stage: Stage) -> bool {
+    fn complete(&mut self, pkid: u16, stage: Awaiting) -> bool {
         match self.inflight.iter().position(|m| m.publish.pkid == pkid && m.stage == stage) {
             Some(index) => {
                 self.inflight.remove(index);
