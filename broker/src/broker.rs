@@ -127,7 +127,8 @@ fn start_actors(config: &Config, workers: usize, arbiters: &mut Vec<Arbiter>) ->
     let router_arbiter = Arbiter::try_new().map_err(BrokerError::Threads)?;
     let router_settings = RouterSettings { max_subscriptions_per_client: config.max_subscriptions_per_client };
     let router_stats = stats.clone();
-    let router = Router::start_in_arbiter(&router_arbiter.handle(), move |_| Router::new(router_settings, router_stats));
+    let router =
+        Router::start_in_arbiter(&router_arbiter.handle(), move |_| Router::new(router_settings, router_stats));
     arbiters.push(router_arbiter);
 
     let mut handles: Vec<ArbiterHandle> = Vec::with_capacity(workers);
@@ -159,7 +160,8 @@ fn start_actors(config: &Config, workers: usize, arbiters: &mut Vec<Arbiter>) ->
             source,
         })?;
         listeners.push(BoundListener { name: listener.name.clone(), addr });
-        Listener::new(listener.name.clone(), socket, workers.clone(), sessions.clone(), listener.max_connections).start();
+        Listener::new(listener.name.clone(), socket, workers.clone(), sessions.clone(), listener.max_connections)
+            .start();
     }
     Ok(Started { system: System::current(), listeners, stats })
 }

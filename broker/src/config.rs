@@ -114,11 +114,7 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig {
-            plugins: None,
-            allow_anonymous: true,
-            password_file: None,
-        }
+        AuthConfig { plugins: None, allow_anonymous: true, password_file: None }
     }
 }
 
@@ -147,17 +143,12 @@ impl fmt::Display for ConfigWarning {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// `path` is the key path (`listeners.my-tcp.bind`), or the file name for
     /// a YAML syntax error (then `reason` gives the line and column).
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
-    #[error(
-        "{path}: not supported yet: {feature} (see the README's list of what is not implemented)"
-    )]
+    #[error("{path}: not supported yet: {feature} (see the README's list of what is not implemented)")]
     Unsupported { path: String, feature: String },
 }
 
@@ -174,20 +165,15 @@ impl Default for Config {
 impl Config {
     /// Parses a config from YAML text. `base_dir` is where relative paths
     /// (certfile, password-file, ...) are resolved from.
-    pub fn from_yaml_str(
-        yaml: &str,
-        base_dir: Option<&Path>,
-    ) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+    pub fn from_yaml_str(yaml: &str, base_dir: Option<&Path>) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
         parse(yaml, base_dir, "config")
     }
 
     /// Reads and parses a config file; relative paths in it are resolved
     /// against the file's folder, as a user editing the file would expect.
     pub fn load(path: &Path) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let base_dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
@@ -263,16 +249,9 @@ impl Config {
 // Loading
 // ---------------------------------------------------------------------------
 
-fn parse(
-    yaml: &str,
-    base_dir: Option<&Path>,
-    origin: &str,
-) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+fn parse(yaml: &str, base_dir: Option<&Path>, origin: &str) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
     let (mut root, mut warnings) = parse_yaml(yaml, origin)?;
-    let mut config = Config {
-        base_dir: base_dir.map(Path::to_path_buf),
-        ..Config::default()
-    };
+    let mut config = Config { base_dir: base_dir.map(Path::to_path_buf), ..Config::default() };
     // An empty or all-comments file is aMQTT's "no settings": the defaults.
     if root.is_null() {
         return Ok((config, warnings));
@@ -338,16 +317,10 @@ fn parse(
 /// aMQTT's own sample config repeats `capath`, and it must load unchanged.
 fn parse_yaml(yaml: &str, origin: &str) -> Result<(Value, Vec<ConfigWarning>), ConfigError> {
     let duplicates = RefCell::new(Vec::new());
-    let seed = ValueSeed {
-        path: String::new(),
-        duplicates: &duplicates,
-    };
+    let seed = ValueSeed { path: String::new(), duplicates: &duplicates };
     let mut value = seed
         .deserialize(yaml_serde::Deserializer::from_str(yaml))
-        .map_err(|err| ConfigError::Invalid {
-            path: origin.to_string(),
-            reason: format!("invalid YAML: {err}"),
-        })?;
+        .map_err(|err| ConfigError::Invalid { path: origin.to_string(), reason: format!("invalid YAML: {err}") })?;
     // PyYAML, which aMQTT uses, honours `<<: *anchor` merge keys.
     value.apply_merge().map_err(|err| ConfigError::Invalid {
         path: origin.to_string(),
@@ -356,10 +329,7 @@ fn parse_yaml(yaml: &str, origin: &str) -> Result<(Value, Vec<ConfigWarning>), C
     let warnings = duplicates
         .into_inner()
         .into_iter()
-        .map(|path| ConfigWarning {
-            path,
-            message: "duplicate key: the last value is used".to_string(),
-        })
+        .map(|path| ConfigWarning { path, message: "duplicate key: the last value is used".to_string() })
         .collect();
     Ok((value, warnings))
 }
@@ -377,20 +347,17 @@ fn deserialize_at<T: DeserializeOwned>(
     let de = serde_ignored::Deserializer::new(value, &mut on_ignored);
     match serde_path_to_error::deserialize(de) {
         Ok(v) => {
-            warnings.extend(ignored.into_iter().map(|path| ConfigWarning {
-                path: join_path(prefix, &path),
-                message: UNKNOWN_KEY.to_string(),
-            }));
+            warnings.extend(
+                ignored
+                    .into_iter()
+                    .map(|path| ConfigWarning { path: join_path(prefix, &path), message: UNKNOWN_KEY.to_string() }),
+            );
             Ok(v)
         }
         Err(err) => {
             let path = join_path(prefix, &error_path(err.path()));
             Err(ConfigError::Invalid {
-                path: if path.is_empty() {
-                    origin.to_string()
-                } else {
-                    path
-                },
+                path: if path.is_empty() { origin.to_string() } else { path },
                 reason: err.into_inner().to_string(),
             })
         }
@@ -405,10 +372,7 @@ fn drop_non_string_keys(value: &mut Value, prefix: &str, warnings: &mut Vec<Conf
     let odd: Vec<Value> = map.keys().filter(|k| !k.is_string()).cloned().collect();
     for key in odd {
         map.remove(&key);
-        warnings.push(ConfigWarning {
-            path: join_path(prefix, &key_segment(&key)),
-            message: UNKNOWN_KEY.to_string(),
-        });
+        warnings.push(ConfigWarning { path: join_path(prefix, &key_segment(&key)), message: UNKNOWN_KEY.to_string() });
     }
 }
 
@@ -444,8 +408,9 @@ fn error_path(path: &serde_path_to_error::Path) -> String {
     for segment in path.iter() {
         match segment {
             serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            serde_path_to_error::Segment::Map { key }
-            | serde_path_to_error::Segment::Enum { variant: key } => push_segment(&mut out, key),
+            serde_path_to_error::Segment::Map { key } | serde_path_to_error::Segment::Enum { variant: key } => {
+                push_segment(&mut out, key)
+            }
             serde_path_to_error::Segment::Unknown => {}
         }
     }
@@ -501,10 +466,7 @@ fn build_listeners(
         Some(other) => {
             return Err(ConfigError::Invalid {
                 path: "listeners".to_string(),
-                reason: format!(
-                    "expected a mapping of listener names to listener settings, found {}",
-                    describe(other)
-                ),
+                reason: format!("expected a mapping of listener names to listener settings, found {}", describe(other)),
             })
         }
     };
@@ -518,10 +480,7 @@ fn build_listeners(
             other => {
                 return Err(ConfigError::Invalid {
                     path: "listeners".to_string(),
-                    reason: format!(
-                        "a listener name must be a plain name such as my-tcp-1, found {}",
-                        describe(other)
-                    ),
+                    reason: format!("a listener name must be a plain name such as my-tcp-1, found {}", describe(other)),
                 })
             }
         };
@@ -532,40 +491,25 @@ fn build_listeners(
         entries.push((name, raw.unwrap_or_default()));
     }
 
-    let defaults = entries
-        .iter()
-        .find(|(name, _)| name == "default")
-        .map(|(_, raw)| raw.clone())
-        .unwrap_or_default();
+    let defaults = entries.iter().find(|(name, _)| name == "default").map(|(_, raw)| raw.clone()).unwrap_or_default();
 
     let mut listeners: Vec<ListenerConfig> = Vec::new();
     for (name, raw) in &entries {
         // aMQTT merges per key: a named listener takes from `default` every
         // key it does not set itself.
-        let bind_owner = if raw.bind.is_some() {
-            name.as_str()
-        } else {
-            "default"
-        };
+        let bind_owner = if raw.bind.is_some() { name.as_str() } else { "default" };
         let merged = raw.clone().inherit(&defaults);
         // aMQTT silently skips a listener without `bind` (typically `default`
         // used only as a template).
         let Some(bind) = merged.bind else { continue };
         let kind = merged.kind.unwrap_or(ListenerKind::Tcp);
         let bind_path = format!("listeners.{bind_owner}.bind");
-        let addr = bind.resolve(kind).map_err(|reason| ConfigError::Invalid {
-            path: bind_path.clone(),
-            reason,
-        })?;
+        let addr = bind.resolve(kind).map_err(|reason| ConfigError::Invalid { path: bind_path.clone(), reason })?;
         // Two listeners on one address would fail at bind time with a less
         // helpful "address in use"; port 0 asks the OS for a fresh port each time.
         if addr.port() != 0 {
             if let Some(other) = listeners.iter().find(|l| l.bind == addr) {
-                let inherited = if bind_owner == name {
-                    ""
-                } else {
-                    " (inherited from listeners.default)"
-                };
+                let inherited = if bind_owner == name { "" } else { " (inherited from listeners.default)" };
                 return Err(ConfigError::Invalid {
                     path: format!("listeners.{name}.bind"),
                     reason: format!(
@@ -609,10 +553,7 @@ fn build_listeners(
 #[serde(expecting = "a mapping of broker settings (listeners, auth, topic-check, ...)")]
 struct RawTop {
     listeners: Option<Value>,
-    #[serde(
-        rename = "timeout-disconnect-delay",
-        alias = "timeout_disconnect_delay"
-    )]
+    #[serde(rename = "timeout-disconnect-delay", alias = "timeout_disconnect_delay")]
     timeout_disconnect_delay: Option<Seconds<true>>,
     #[serde(rename = "connect-timeout", alias = "connect_timeout")]
     connect_timeout: Option<Seconds<false>>,
@@ -622,10 +563,7 @@ struct RawTop {
     max_inflight_messages: Option<Bounded<1, 65535>>,
     #[serde(rename = "max-queued-messages", alias = "max_queued_messages")]
     max_queued_messages: Option<Bounded<0, { i64::MAX }>>,
-    #[serde(
-        rename = "max-subscriptions-per-client",
-        alias = "max_subscriptions_per_client"
-    )]
+    #[serde(rename = "max-subscriptions-per-client", alias = "max_subscriptions_per_client")]
     max_subscriptions_per_client: Option<Bounded<0, { i64::MAX }>>,
     #[serde(alias = "sys-interval")]
     sys_interval: Option<Bounded<0, { i64::MAX }>>,
@@ -740,20 +678,12 @@ impl<'de, const ZERO: bool> Deserialize<'de> for Seconds<ZERO> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let secs = d.deserialize_any(SecondsVisitor)?;
         let ok = if ZERO { secs >= 0.0 } else { secs > 0.0 };
-        let duration = if ok {
-            Duration::try_from_secs_f64(secs).ok()
-        } else {
-            None
-        };
+        let duration = if ok { Duration::try_from_secs_f64(secs).ok() } else { None };
         match duration {
             Some(duration) => Ok(Seconds(duration)),
             None => Err(de::Error::custom(format!(
                 "invalid value {secs}: use {} number of seconds",
-                if ZERO {
-                    "0 or a positive"
-                } else {
-                    "a positive"
-                }
+                if ZERO { "0 or a positive" } else { "a positive" }
             ))),
         }
     }
@@ -817,11 +747,7 @@ struct MaxConnections(Option<usize>);
 impl<'de> Deserialize<'de> for MaxConnections {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = d.deserialize_any(IntVisitor)?;
-        Ok(MaxConnections(if v <= 0 {
-            None
-        } else {
-            Some(usize::try_from(v).unwrap_or(usize::MAX))
-        }))
+        Ok(MaxConnections(if v <= 0 { None } else { Some(usize::try_from(v).unwrap_or(usize::MAX)) }))
     }
 }
 
@@ -837,9 +763,7 @@ impl<'de> Deserialize<'de> for ListenerKind {
                 match v.to_ascii_lowercase().as_str() {
                     "tcp" => Ok(ListenerKind::Tcp),
                     "ws" => Ok(ListenerKind::Ws),
-                    _ => Err(E::custom(format!(
-                        "unknown listener type {v:?}, expected tcp or ws"
-                    ))),
+                    _ => Err(E::custom(format!("unknown listener type {v:?}, expected tcp or ws"))),
                 }
             }
         }
@@ -868,25 +792,20 @@ impl BindSpec {
             if p.is_empty() {
                 return Ok(None);
             }
-            p.parse::<u16>()
-                .map(Some)
-                .map_err(|_| invalid("the port must be a number from 0 to 65535"))
+            p.parse::<u16>().map(Some).map_err(|_| invalid("the port must be a number from 0 to 65535"))
         };
         let host = |h: &str| match h {
             "" | "*" => None,
             h => Some(h.to_string()),
         };
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (addr, after) = rest.split_once(']').ok_or_else(|| {
-                invalid("an IPv6 address must be closed with `]`, e.g. [::]:1883")
-            })?;
-            addr.parse::<Ipv6Addr>()
-                .map_err(|_| invalid(&format!("{addr:?} is not an IPv6 address")))?;
+            let (addr, after) = rest
+                .split_once(']')
+                .ok_or_else(|| invalid("an IPv6 address must be closed with `]`, e.g. [::]:1883"))?;
+            addr.parse::<Ipv6Addr>().map_err(|_| invalid(&format!("{addr:?} is not an IPv6 address")))?;
             let after = match after {
                 "" => "",
-                a => a
-                    .strip_prefix(':')
-                    .ok_or_else(|| invalid("expected `:port` after `]`, e.g. [::]:1883"))?,
+                a => a.strip_prefix(':').ok_or_else(|| invalid("expected `:port` after `]`, e.g. [::]:1883"))?,
             };
             (Some(addr.to_string()), port(after)?)
         } else if s.parse::<Ipv6Addr>().is_ok() {
@@ -898,11 +817,7 @@ impl BindSpec {
         } else {
             (host(s), None)
         };
-        Ok(BindSpec {
-            text: text.to_string(),
-            host,
-            port,
-        })
+        Ok(BindSpec { text: text.to_string(), host, port })
     }
 
     fn resolve(&self, kind: ListenerKind) -> Result<SocketAddr, String> {
@@ -933,12 +848,7 @@ impl BindSpec {
             .find(|a| a.is_ipv4())
             .or_else(|| addrs.first())
             .copied()
-            .ok_or_else(|| {
-                format!(
-                    "invalid address {:?}: host {host:?} resolves to no address",
-                    self.text
-                )
-            })?;
+            .ok_or_else(|| format!("invalid address {:?}: host {host:?} resolves to no address", self.text))?;
         tracing::debug!(bind = %self.text, %addr, "resolved listener host name");
         Ok(addr)
     }
@@ -1027,19 +937,13 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut mapping = Mapping::new();
-        while let Some(key) = map.next_key_seed(ValueSeed {
-            path: self.path.clone(),
-            duplicates: self.duplicates,
-        })? {
+        while let Some(key) = map.next_key_seed(ValueSeed { path: self.path.clone(), duplicates: self.duplicates })? {
             let mut path = self.path.clone();
             push_segment(&mut path, &key_segment(&key));
             if mapping.contains_key(&key) {
                 self.duplicates.borrow_mut().push(path.clone());
             }
-            let value = map.next_value_seed(ValueSeed {
-                path,
-                duplicates: self.duplicates,
-            })?;
+            let value = map.next_value_seed(ValueSeed { path, duplicates: self.duplicates })?;
             mapping.insert(key, value);
         }
         Ok(Value::Mapping(mapping))
@@ -1160,20 +1064,10 @@ topic-check:
 
     #[test]
     fn empty_and_comment_only_files_are_the_default() {
-        for text in [
-            "",
-            "\n\n",
-            "# nothing here\n  # indented comment\n",
-            "---\n",
-            "---\n# c\n",
-        ] {
-            let (config, warnings) =
-                Config::from_yaml_str(text, Some(Path::new("/etc/amqtt"))).unwrap();
+        for text in ["", "\n\n", "# nothing here\n  # indented comment\n", "---\n", "---\n# c\n"] {
+            let (config, warnings) = Config::from_yaml_str(text, Some(Path::new("/etc/amqtt"))).unwrap();
             assert!(warnings.is_empty());
-            let expected = Config {
-                base_dir: Some(PathBuf::from("/etc/amqtt")),
-                ..Config::default()
-            };
+            let expected = Config { base_dir: Some(PathBuf::from("/etc/amqtt")), ..Config::default() };
             assert_eq!(config, expected, "for {text:?}");
         }
     }
@@ -1212,15 +1106,9 @@ topic-check:
         assert_eq!(ws.max_connections, Some(50000));
 
         assert_eq!(config.timeout_disconnect_delay, Duration::from_secs(2));
-        assert_eq!(
-            config.auth.plugins,
-            Some(vec!["auth.anonymous".to_string()])
-        );
+        assert_eq!(config.auth.plugins, Some(vec!["auth.anonymous".to_string()]));
         assert!(config.auth.allow_anonymous);
-        assert_eq!(
-            config.auth.password_file.as_deref(),
-            Some(Path::new("/some/passwd_file"))
-        );
+        assert_eq!(config.auth.password_file.as_deref(), Some(Path::new("/some/passwd_file")));
         assert!(config.topic_check.enabled);
         assert_eq!(config.topic_check.plugins, ["topic_acl"]);
         assert_eq!(config.topic_check.acl.get("alice").unwrap(), &["sensors/#"]);
@@ -1296,10 +1184,7 @@ plugins:
     sys_interval: 20
 ";
         let (config, warnings) = load(yaml);
-        assert!(
-            warnings.is_empty(),
-            "keys inside plugins are the plugins' business: {warnings:?}"
-        );
+        assert!(warnings.is_empty(), "keys inside plugins are the plugins' business: {warnings:?}");
         assert_eq!(config.listeners.len(), 2);
         assert_eq!(config.listeners[0].max_connections, None);
         assert_eq!(config.listeners[1].kind, ListenerKind::Ws);
@@ -1341,10 +1226,7 @@ topic_check:
         assert_eq!(config.max_subscriptions_per_client, 8);
         assert_eq!(config.sys_interval, 9);
         assert!(!config.auth.allow_anonymous);
-        assert_eq!(
-            config.auth.password_file.as_deref(),
-            Some(Path::new("/etc/passwd.txt"))
-        );
+        assert_eq!(config.auth.password_file.as_deref(), Some(Path::new("/etc/passwd.txt")));
         assert!(config.topic_check.enabled);
     }
 
@@ -1408,10 +1290,7 @@ topic-check:
     fn invalid_bind_is_reported_at_the_listener_key() {
         let (path, reason) = invalid("listeners:\n  default:\n    bind: 0.0.0.0:99999\n");
         assert_eq!(path, "listeners.default.bind");
-        assert_eq!(
-            reason,
-            "invalid address \"0.0.0.0:99999\": the port must be a number from 0 to 65535"
-        );
+        assert_eq!(reason, "invalid address \"0.0.0.0:99999\": the port must be a number from 0 to 65535");
 
         let (path, reason) = invalid("listeners:\n  my-tcp:\n    bind: '[::1:1883'\n");
         assert_eq!(path, "listeners.my-tcp.bind");
@@ -1419,18 +1298,11 @@ topic-check:
 
         let (path, reason) = invalid("listeners:\n  my-tcp:\n    bind: [1, 2]\n");
         assert_eq!(path, "listeners.my-tcp.bind");
-        assert!(
-            reason.starts_with("invalid type: sequence, expected an address"),
-            "{reason}"
-        );
+        assert!(reason.starts_with("invalid type: sequence, expected an address"), "{reason}");
 
-        let (path, reason) =
-            invalid("listeners:\n  my-tcp:\n    bind: no-such-host.invalid:1883\n");
+        let (path, reason) = invalid("listeners:\n  my-tcp:\n    bind: no-such-host.invalid:1883\n");
         assert_eq!(path, "listeners.my-tcp.bind");
-        assert!(
-            reason.contains("cannot resolve host \"no-such-host.invalid\""),
-            "{reason}"
-        );
+        assert!(reason.contains("cannot resolve host \"no-such-host.invalid\""), "{reason}");
     }
 
     #[test]
@@ -1473,11 +1345,7 @@ topic-check:
         ];
         for (yaml, want_path, want_reason) in cases {
             let (path, reason) = invalid(yaml);
-            assert_eq!(
-                (path.as_str(), reason.as_str()),
-                (*want_path, *want_reason),
-                "for {yaml:?}"
-            );
+            assert_eq!((path.as_str(), reason.as_str()), (*want_path, *want_reason), "for {yaml:?}");
         }
     }
 
@@ -1485,34 +1353,22 @@ topic-check:
     fn structural_errors() {
         let (path, reason) = invalid("- a\n- b\n");
         assert_eq!(path, "config");
-        assert!(
-            reason.starts_with("invalid type: sequence, expected a mapping of broker settings"),
-            "{reason}"
-        );
+        assert!(reason.starts_with("invalid type: sequence, expected a mapping of broker settings"), "{reason}");
 
         let (path, reason) = invalid("listeners: [a, b]\n");
         assert_eq!(path, "listeners");
-        assert_eq!(
-            reason,
-            "expected a mapping of listener names to listener settings, found a list"
-        );
+        assert_eq!(reason, "expected a mapping of listener names to listener settings, found a list");
 
         let (path, reason) = invalid("listeners:\n  x: 1883\n");
         assert_eq!(path, "listeners.x");
         assert!(
-            reason.starts_with(
-                "invalid type: integer `1883`, expected a mapping of listener settings"
-            ),
+            reason.starts_with("invalid type: integer `1883`, expected a mapping of listener settings"),
             "{reason}"
         );
 
-        let (path, reason) =
-            invalid("listeners:\n  default:\n    type: tcp\n  other:\n    max-connections: 5\n");
+        let (path, reason) = invalid("listeners:\n  default:\n    type: tcp\n  other:\n    max-connections: 5\n");
         assert_eq!(path, "listeners");
-        assert!(
-            reason.starts_with("no listener has a `bind` address"),
-            "{reason}"
-        );
+        assert!(reason.starts_with("no listener has a `bind` address"), "{reason}");
 
         let (path, _) = invalid("listeners: {}\n");
         assert_eq!(path, "listeners");
@@ -1546,9 +1402,7 @@ topic-check:
         let file = temp_dir("missing").join("nope.yaml");
         let err = Config::load(&file).unwrap_err();
         assert!(matches!(&err, ConfigError::Read { path, .. } if path == &file));
-        assert!(err
-            .to_string()
-            .starts_with(&format!("cannot read config file {}: ", file.display())));
+        assert!(err.to_string().starts_with(&format!("cannot read config file {}: ", file.display())));
     }
 
     #[test]
@@ -1563,14 +1417,8 @@ topic-check:
         let (config, warnings) = Config::load(&file).unwrap();
         assert!(warnings.is_empty());
         assert_eq!(config.base_dir.as_deref(), Some(dir.as_path()));
-        assert_eq!(
-            config.listeners[0].certfile,
-            Some(dir.join("certs/server.pem"))
-        );
-        assert_eq!(
-            config.listeners[0].keyfile,
-            Some(PathBuf::from("/abs/key.pem"))
-        );
+        assert_eq!(config.listeners[0].certfile, Some(dir.join("certs/server.pem")));
+        assert_eq!(config.listeners[0].keyfile, Some(PathBuf::from("/abs/key.pem")));
         assert_eq!(config.auth.password_file, Some(dir.join("passwd")));
     }
 
@@ -1594,10 +1442,7 @@ listeners:
         assert_eq!(l.capath, Some(PathBuf::from("/etc/amqtt/cas")));
 
         let (config, _) = Config::from_yaml_str(yaml, None).unwrap();
-        assert_eq!(
-            listener(&config, "secure").certfile,
-            Some(PathBuf::from("server.crt"))
-        );
+        assert_eq!(listener(&config, "secure").certfile, Some(PathBuf::from("server.crt")));
     }
 
     #[test]
@@ -1622,18 +1467,12 @@ listeners:
         let (config, warnings) = load(yaml);
         assert!(warnings.is_empty());
         let a = listener(&config, "a");
-        assert_eq!(
-            (a.kind, a.max_connections, a.ssl),
-            (ListenerKind::Ws, Some(10), true)
-        );
+        assert_eq!((a.kind, a.max_connections, a.ssl), (ListenerKind::Ws, Some(10), true));
         assert_eq!(a.certfile.as_deref(), Some(Path::new("/c.pem")));
         assert_eq!(a.keyfile.as_deref(), Some(Path::new("/k.pem")));
         let b = listener(&config, "b");
         // `max_connections` overrides the default's `max-connections`: merged per key, not per spelling.
-        assert_eq!(
-            (b.kind, b.max_connections, b.ssl),
-            (ListenerKind::Tcp, None, false)
-        );
+        assert_eq!((b.kind, b.max_connections, b.ssl), (ListenerKind::Tcp, None, false));
         assert_eq!(b.certfile.as_deref(), Some(Path::new("/c.pem")));
         assert_eq!(b.keyfile.as_deref(), Some(Path::new("/other.key")));
     }
@@ -1656,18 +1495,17 @@ listeners:
 
     #[test]
     fn a_listener_inheriting_the_defaults_bind_clashes_with_it() {
-        let yaml =
-            "listeners:\n  default:\n    bind: 0.0.0.0:1883\n  extra:\n    max-connections: 3\n";
+        let yaml = "listeners:\n  default:\n    bind: 0.0.0.0:1883\n  extra:\n    max-connections: 3\n";
         let (path, reason) = invalid(yaml);
         assert_eq!(path, "listeners.extra.bind");
         assert!(
-            reason.starts_with("address 0.0.0.0:1883 (inherited from listeners.default) is already used by listener \"default\""),
+            reason.starts_with(
+                "address 0.0.0.0:1883 (inherited from listeners.default) is already used by listener \"default\""
+            ),
             "{reason}"
         );
         // Port 0 asks for a fresh port each time: no clash.
-        let (config, _) = load(
-            "listeners:\n  default:\n    bind: 127.0.0.1:0\n  extra:\n    max-connections: 3\n",
-        );
+        let (config, _) = load("listeners:\n  default:\n    bind: 127.0.0.1:0\n  extra:\n    max-connections: 3\n");
         assert_eq!(config.listeners.len(), 2);
     }
 
@@ -1686,8 +1524,7 @@ listeners:
             ("no", false),
             ("FALSE", false),
         ] {
-            let yaml =
-                format!("listeners:\n  default:\n    bind: 127.0.0.1:1883\n    ssl: {text}\n");
+            let yaml = format!("listeners:\n  default:\n    bind: 127.0.0.1:1883\n    ssl: {text}\n");
             let (config, _) = load(&yaml);
             assert_eq!(config.listeners[0].ssl, want, "ssl: {text}");
         }
@@ -1697,20 +1534,9 @@ listeners:
 
     #[test]
     fn max_connections_zero_or_negative_is_unlimited() {
-        for (text, want) in [
-            ("0", None),
-            ("-1", None),
-            ("-100", None),
-            ("1", Some(1)),
-            ("50000", Some(50000)),
-        ] {
-            let yaml =
-                format!("listeners:\n  default:\n    bind: ':1883'\n    max-connections: {text}\n");
-            assert_eq!(
-                load(&yaml).0.listeners[0].max_connections,
-                want,
-                "max-connections: {text}"
-            );
+        for (text, want) in [("0", None), ("-1", None), ("-100", None), ("1", Some(1)), ("50000", Some(50000))] {
+            let yaml = format!("listeners:\n  default:\n    bind: ':1883'\n    max-connections: {text}\n");
+            assert_eq!(load(&yaml).0.listeners[0].max_connections, want, "max-connections: {text}");
         }
     }
 
@@ -1733,11 +1559,7 @@ listeners:
         for (bind, kind, want) in cases {
             let yaml = format!("listeners:\n  default:\n    bind: {bind}\n    type: {kind}\n");
             let (config, _) = load(&yaml);
-            assert_eq!(
-                config.listeners[0].bind,
-                addr(want),
-                "bind: {bind} ({kind})"
-            );
+            assert_eq!(config.listeners[0].bind, addr(want), "bind: {bind} ({kind})");
         }
     }
 
@@ -1751,7 +1573,8 @@ listeners:
 
     #[test]
     fn check_supported_refuses_ws_and_tls_listeners() {
-        let (config, _) = load("listeners:\n  default:\n    bind: ':1883'\n  my-ws:\n    bind: ':8080'\n    type: ws\n");
+        let (config, _) =
+            load("listeners:\n  default:\n    bind: ':1883'\n  my-ws:\n    bind: ':8080'\n    type: ws\n");
         let err = config.check_supported().unwrap_err();
         assert!(
             matches!(&err, ConfigError::Unsupported { path, feature } if path == "listeners.my-ws.type" && feature == "WebSocket listeners"),
@@ -1859,24 +1682,14 @@ listeners:
     fn display_forms() {
         assert_eq!(ListenerKind::Tcp.to_string(), "tcp");
         assert_eq!(ListenerKind::Ws.to_string(), "ws");
-        let w = ConfigWarning {
-            path: "listeners.default.bnid".into(),
-            message: "unknown key, ignored".into(),
-        };
-        assert_eq!(
-            w.to_string(),
-            "listeners.default.bnid: unknown key, ignored"
-        );
-        let e = ConfigError::Invalid {
-            path: "sys_interval".into(),
-            reason: "bad".into(),
-        };
+        let w = ConfigWarning { path: "listeners.default.bnid".into(), message: "unknown key, ignored".into() };
+        assert_eq!(w.to_string(), "listeners.default.bnid: unknown key, ignored");
+        let e = ConfigError::Invalid { path: "sys_interval".into(), reason: "bad".into() };
         assert_eq!(e.to_string(), "sys_interval: bad");
     }
 
     fn temp_dir(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("amqtt-config-test-{}-{tag}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("amqtt-config-test-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

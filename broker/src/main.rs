@@ -72,25 +72,43 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         None => Config::default(),
     };
+    // Handlers first: a signal sent as soon as the "listening" line shows must stop the broker
+    // cleanly, not kill it with the default disposition.
+    let signals = Signals::install().context("cannot install signal handlers")?;
     let broker = Broker::new(config).start()?;
     info!(version = env!("CARGO_PKG_VERSION"), "amqtt broker started");
-    wait_for_signal().context("cannot install signal handlers")?;
+    signals.wait();
     info!("signal received: shutting down");
     broker.stop();
     Ok(())
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
-    runtime.block_on(async {
+/// SIGINT and SIGTERM handlers, installed (from then on those signals are caught) until
+/// `wait` returns.
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        Ok(())
-    })
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+        let _guard = runtime.enter();
+        let terminate = signal(SignalKind::terminate())?;
+        let interrupt = signal(SignalKind::interrupt())?;
+        Ok(Signals { runtime, terminate, interrupt })
+    }
+
+    /// Blocks until SIGINT or SIGTERM.
+    fn wait(self) {
+        let Signals { runtime, mut terminate, mut interrupt } = self;
+        runtime.block_on(async {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        });
+    }
 }

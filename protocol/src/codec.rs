@@ -82,20 +82,11 @@ mod tests {
     fn decodes_packets_one_at_a_time() {
         let mut codec = MqttCodec::default();
         let mut buf = BytesMut::from(&[0x40, 0x02, 0x00, 0x01, 0xc0, 0x00, 0xe0][..]);
-        assert_eq!(
-            codec.decode(&mut buf).expect("valid"),
-            Some(Packet::PubAck(PubAck { pkid: 1 }))
-        );
-        assert_eq!(
-            codec.decode(&mut buf).expect("valid"),
-            Some(Packet::PingReq)
-        );
+        assert_eq!(codec.decode(&mut buf).expect("valid"), Some(Packet::PubAck(PubAck { pkid: 1 })));
+        assert_eq!(codec.decode(&mut buf).expect("valid"), Some(Packet::PingReq));
         assert_eq!(codec.decode(&mut buf).expect("valid"), None);
         buf.extend_from_slice(&[0x00]);
-        assert_eq!(
-            codec.decode(&mut buf).expect("valid"),
-            Some(Packet::Disconnect)
-        );
+        assert_eq!(codec.decode(&mut buf).expect("valid"), Some(Packet::Disconnect));
         assert!(buf.is_empty());
     }
 
@@ -113,13 +104,7 @@ mod tests {
     fn refuses_oversized_packets_from_the_header() {
         let mut codec = MqttCodec::new(100);
         let mut buf = BytesMut::from(&[0x30, 0xc8, 0x01][..]);
-        assert!(matches!(
-            codec.decode(&mut buf),
-            Err(DecodeError::PacketTooLarge {
-                size: 203,
-                max: 100
-            })
-        ));
+        assert!(matches!(codec.decode(&mut buf), Err(DecodeError::PacketTooLarge { size: 203, max: 100 })));
         assert_eq!(buf.capacity(), 3);
     }
 

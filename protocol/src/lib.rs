@@ -26,12 +26,9 @@ pub use bytestring::ByteString;
 pub use codec::{MqttCodec, DEFAULT_MAX_PACKET_SIZE};
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
-    frame_len, ConnAck, Connect, ConnectReturnCode, FixedHeader, LastWill, Packet, PacketType,
-    PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe, SubscribeFilter,
-    SubscribeReturnCode, UnsubAck, Unsubscribe, MAX_FIELD_LEN, MAX_REMAINING_LENGTH,
-    PROTOCOL_LEVEL, PROTOCOL_NAME,
+    frame_len, ConnAck, Connect, ConnectReturnCode, FixedHeader, LastWill, Packet, PacketType, PubAck, PubComp, PubRec,
+    PubRel, Publish, SubAck, Subscribe, SubscribeFilter, SubscribeReturnCode, UnsubAck, Unsubscribe, MAX_FIELD_LEN,
+    MAX_REMAINING_LENGTH, PROTOCOL_LEVEL, PROTOCOL_NAME,
 };
 pub use qos::QoS;
-pub use topic::{
-    topic_matches, validate_topic_filter, validate_topic_name, TopicError, MAX_TOPIC_LEN,
-};
+pub use topic::{topic_matches, validate_topic_filter, validate_topic_name, TopicError, MAX_TOPIC_LEN};

@@ -3,9 +3,9 @@
 //! the decoder, and whatever decodes re-encodes to the same packet.
 
 use amqtt_protocol::{
-    frame_len, ByteString, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, MqttCodec,
-    Packet, PubAck, PubComp, PubRec, PubRel, Publish, QoS, SubAck, Subscribe, SubscribeFilter,
-    SubscribeReturnCode, UnsubAck, Unsubscribe,
+    frame_len, ByteString, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, MqttCodec, Packet, PubAck,
+    PubComp, PubRec, PubRel, Publish, QoS, SubAck, Subscribe, SubscribeFilter, SubscribeReturnCode, UnsubAck,
+    Unsubscribe,
 };
 use bytes::{Bytes, BytesMut};
 use proptest::collection::vec;
@@ -16,11 +16,7 @@ use tokio_util::codec::{Decoder, Encoder};
 // ---- field strategies -------------------------------------------------------------------------
 
 fn qos() -> impl Strategy<Value = QoS> {
-    prop_oneof![
-        Just(QoS::AtMostOnce),
-        Just(QoS::AtLeastOnce),
-        Just(QoS::ExactlyOnce)
-    ]
+    prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
 }
 
 fn pkid() -> impl Strategy<Value = u16> {
@@ -64,13 +60,11 @@ fn topic_filter() -> impl Strategy<Value = ByteString> {
 // ---- packet strategies ------------------------------------------------------------------------
 
 fn last_will() -> impl Strategy<Value = LastWill> {
-    (topic_name(), binary(), qos(), any::<bool>()).prop_map(|(topic, message, qos, retain)| {
-        LastWill {
-            topic,
-            message,
-            qos,
-            retain,
-        }
+    (topic_name(), binary(), qos(), any::<bool>()).prop_map(|(topic, message, qos, retain)| LastWill {
+        topic,
+        message,
+        qos,
+        retain,
     })
 }
 
@@ -85,46 +79,34 @@ fn connect() -> impl Strategy<Value = Packet> {
         // A password only comes with a user name [MQTT-3.1.2-22].
         option::of((string(), option::of(binary()))),
     )
-        .prop_map(
-            |(protocol_name, protocol_level, clean_session, keep_alive, client_id, will, login)| {
-                let (username, password) = match login {
-                    Some((user, password)) => (Some(user), password),
-                    None => (None, None),
-                };
-                Packet::Connect(Connect {
-                    protocol_name,
-                    protocol_level,
-                    clean_session,
-                    keep_alive,
-                    client_id,
-                    will,
-                    username,
-                    password,
-                })
-            },
-        )
+        .prop_map(|(protocol_name, protocol_level, clean_session, keep_alive, client_id, will, login)| {
+            let (username, password) = match login {
+                Some((user, password)) => (Some(user), password),
+                None => (None, None),
+            };
+            Packet::Connect(Connect {
+                protocol_name,
+                protocol_level,
+                clean_session,
+                keep_alive,
+                client_id,
+                will,
+                username,
+                password,
+            })
+        })
 }
 
 fn connack() -> impl Strategy<Value = Packet> {
     (any::<bool>(), 0..=5u8).prop_map(|(session_present, code)| {
         let code = ConnectReturnCode::from_u8(code).unwrap_or(ConnectReturnCode::Accepted);
-        Packet::ConnAck(ConnAck {
-            session_present: session_present && code == ConnectReturnCode::Accepted,
-            code,
-        })
+        Packet::ConnAck(ConnAck { session_present: session_present && code == ConnectReturnCode::Accepted, code })
     })
 }
 
 fn publish() -> impl Strategy<Value = Packet> {
-    (
-        qos(),
-        any::<bool>(),
-        any::<bool>(),
-        topic_name(),
-        pkid(),
-        binary(),
-    )
-        .prop_map(|(qos, dup, retain, topic, pkid, payload)| {
+    (qos(), any::<bool>(), any::<bool>(), topic_name(), pkid(), binary()).prop_map(
+        |(qos, dup, retain, topic, pkid, payload)| {
             let qos0 = qos == QoS::AtMostOnce;
             Packet::Publish(Publish {
                 dup: dup && !qos0,
@@ -134,27 +116,22 @@ fn publish() -> impl Strategy<Value = Packet> {
                 pkid: if qos0 { 0 } else { pkid },
                 payload,
             })
-        })
+        },
+    )
 }
 
 fn subscribe() -> impl Strategy<Value = Packet> {
     let filter = (topic_filter(), qos()).prop_map(|(filter, qos)| SubscribeFilter { filter, qos });
-    (pkid(), vec(filter, 1..6))
-        .prop_map(|(pkid, filters)| Packet::Subscribe(Subscribe { pkid, filters }))
+    (pkid(), vec(filter, 1..6)).prop_map(|(pkid, filters)| Packet::Subscribe(Subscribe { pkid, filters }))
 }
 
 fn suback() -> impl Strategy<Value = Packet> {
-    let code = prop_oneof![
-        qos().prop_map(SubscribeReturnCode::Success),
-        Just(SubscribeReturnCode::Failure)
-    ];
-    (pkid(), vec(code, 1..10))
-        .prop_map(|(pkid, return_codes)| Packet::SubAck(SubAck { pkid, return_codes }))
+    let code = prop_oneof![qos().prop_map(SubscribeReturnCode::Success), Just(SubscribeReturnCode::Failure)];
+    (pkid(), vec(code, 1..10)).prop_map(|(pkid, return_codes)| Packet::SubAck(SubAck { pkid, return_codes }))
 }
 
 fn unsubscribe() -> impl Strategy<Value = Packet> {
-    (pkid(), vec(topic_filter(), 1..6))
-        .prop_map(|(pkid, filters)| Packet::Unsubscribe(Unsubscribe { pkid, filters }))
+    (pkid(), vec(topic_filter(), 1..6)).prop_map(|(pkid, filters)| Packet::Unsubscribe(Unsubscribe { pkid, filters }))
 }
 
 /// Every one of the 14 packet types, with valid field values only.
@@ -220,10 +197,7 @@ fn framed_noise() -> impl Strategy<Value = Vec<u8>> {
 
 /// Length of the body of an encoded frame, from its fixed header.
 fn frame_body_len(frame: &[u8]) -> usize {
-    amqtt_protocol::FixedHeader::read(frame, usize::MAX)
-        .ok()
-        .flatten()
-        .map_or(0, |header| header.remaining_length)
+    amqtt_protocol::FixedHeader::read(frame, usize::MAX).ok().flatten().map_or(0, |header| header.remaining_length)
 }
 
 /// Decodes everything `codec` can from `buf`; stops at the first error.

@@ -55,14 +55,7 @@ pub fn connect_packet(client_id: &str, clean_session: bool) -> Connect {
 }
 
 pub fn publish_packet(topic: &str, payload: &[u8], qos: QoS, retain: bool, pkid: u16) -> Publish {
-    Publish {
-        dup: false,
-        qos,
-        retain,
-        topic: ByteString::from(topic),
-        pkid,
-        payload: Bytes::copy_from_slice(payload),
-    }
+    Publish { dup: false, qos, retain, topic: ByteString::from(topic), pkid, payload: Bytes::copy_from_slice(payload) }
 }
 
 /// A raw MQTT client: sends packets as given and returns what arrives, failing the test on a

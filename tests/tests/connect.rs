@@ -15,10 +15,7 @@ use tokio_util::codec::Framed;
 /// The encoding of `packet`, for tests that send several packets in one write.
 fn encode(packet: impl Into<Packet>) -> Vec<u8> {
     let mut buf = BytesMut::new();
-    packet
-        .into()
-        .write(&mut buf)
-        .expect("test packet must encode");
+    packet.into().write(&mut buf).expect("test packet must encode");
     buf.to_vec()
 }
 
@@ -70,10 +67,7 @@ fn connect_as(client_id: &str, clean_session: bool, name: &'static str, level: u
 /// get routed.
 async fn watcher(addr: SocketAddr, topic: &str) -> (TestClient, TestClient) {
     let (mut sub, _) = TestClient::connect(addr, "watcher-sub", true).await;
-    assert_eq!(
-        sub.subscribe(&[(topic, QoS::AtLeastOnce)]).await,
-        vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)]
-    );
+    assert_eq!(sub.subscribe(&[(topic, QoS::AtLeastOnce)]).await, vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)]);
     let (publisher, _) = TestClient::connect(addr, "watcher-pub", true).await;
     (sub, publisher)
 }
@@ -84,10 +78,7 @@ async fn expect_refused(client: &mut TestClient, code: ConnectReturnCode) {
     match client.recv().await {
         Packet::ConnAck(connack) => {
             assert_eq!(connack.code, code, "CONNACK return code");
-            assert!(
-                !connack.session_present,
-                "session present must be 0 with a non-zero return code [MQTT-3.2.2-4]"
-            );
+            assert!(!connack.session_present, "session present must be 0 with a non-zero return code [MQTT-3.2.2-4]");
         }
         other => panic!("expected CONNACK {code:?}, got {other:?}"),
     }
@@ -95,20 +86,10 @@ async fn expect_refused(client: &mut TestClient, code: ConnectReturnCode) {
 }
 
 /// A publish and its delivery between two connected clients: the broker still works for them.
-async fn round_trip(
-    publisher: &mut TestClient,
-    subscriber: &mut TestClient,
-    topic: &str,
-    payload: &[u8],
-) {
-    publisher
-        .publish(topic, payload, QoS::AtLeastOnce, false)
-        .await;
+async fn round_trip(publisher: &mut TestClient, subscriber: &mut TestClient, topic: &str, payload: &[u8]) {
+    publisher.publish(topic, payload, QoS::AtLeastOnce, false).await;
     let got = subscriber.recv_publish().await;
-    assert_eq!(
-        (got.topic.as_ref() as &str, got.payload.as_ref()),
-        (topic, payload)
-    );
+    assert_eq!((got.topic.as_ref() as &str, got.payload.as_ref()), (topic, payload));
     subscriber.ack(&got).await;
 }
 
@@ -128,10 +109,7 @@ async fn packet_before_connect_closes_the_connection() {
         publish_packet("first/t", b"before connect", QoS::AtLeastOnce, false, 1).into(),
         Subscribe {
             pkid: 1,
-            filters: vec![SubscribeFilter {
-                filter: ByteString::from_static("#"),
-                qos: QoS::AtMostOnce,
-            }],
+            filters: vec![SubscribeFilter { filter: ByteString::from_static("#"), qos: QoS::AtMostOnce }],
         }
         .into(),
         Packet::PingReq,
@@ -140,11 +118,7 @@ async fn packet_before_connect_closes_the_connection() {
         let mut client = TestClient::connect_raw(addr(&broker)).await;
         client.send(packet).await;
         client.expect_closed().await;
-        assert_eq!(
-            broker.stats().protocol_errors,
-            errors + i as u64 + 1,
-            "counted as a protocol error"
-        );
+        assert_eq!(broker.stats().protocol_errors, errors + i as u64 + 1, "counted as a protocol error");
     }
     assert_nothing_before_marker(&mut publisher, &mut sub, "first/t").await;
     broker.stop();
@@ -159,13 +133,7 @@ async fn second_connect_closes_the_connection() {
     let (mut client, _) = TestClient::connect(addr(&broker), "twice", true).await;
     client.ping().await;
     let mut bytes = encode(connect_packet("twice", true));
-    bytes.extend(encode(publish_packet(
-        "second/t",
-        b"after second connect",
-        QoS::AtMostOnce,
-        false,
-        0,
-    )));
+    bytes.extend(encode(publish_packet("second/t", b"after second connect", QoS::AtMostOnce, false, 0)));
     client.send_bytes(&bytes).await;
     client.expect_closed().await;
     assert_nothing_before_marker(&mut publisher, &mut sub, "second/t").await;
@@ -176,37 +144,21 @@ async fn second_connect_closes_the_connection() {
 /// is 10 s), and not before.
 #[tokio::test]
 async fn silent_connection_closed_after_connect_timeout() {
-    assert_eq!(
-        Config::default().connect_timeout,
-        Duration::from_secs(10),
-        "documented default connect-timeout"
-    );
+    assert_eq!(Config::default().connect_timeout, Duration::from_secs(10), "documented default connect-timeout");
     let broker = start_broker_with("connect-timeout: 0.5\n");
     let start = Instant::now();
     let mut client = TestClient::connect_raw(addr(&broker)).await;
     // Still open shortly before the deadline (the timer starts once the broker accepts, after
     // `start`).
     let early = Duration::from_millis(400).saturating_sub(start.elapsed());
-    assert!(
-        !client.closed_within(early).await,
-        "closed before connect-timeout"
-    );
-    assert!(
-        client.closed_within(Duration::from_secs(5)).await,
-        "still open long after connect-timeout"
-    );
+    assert!(!client.closed_within(early).await, "closed before connect-timeout");
+    assert!(client.closed_within(Duration::from_secs(5)).await, "still open long after connect-timeout");
     let elapsed = start.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(400),
-        "closed after {elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(400), "closed after {elapsed:?}");
     // A client that connects in time is not affected by the timer.
     let (mut ok, _) = TestClient::connect(addr(&broker), "in-time", true).await;
     let start = Instant::now();
-    assert!(
-        !ok.closed_within(Duration::from_millis(800)).await,
-        "an accepted client closed by connect-timeout"
-    );
+    assert!(!ok.closed_within(Duration::from_millis(800)).await, "an accepted client closed by connect-timeout");
     assert!(start.elapsed() >= Duration::from_millis(800));
     ok.ping().await;
     broker.stop();
@@ -233,17 +185,9 @@ async fn unknown_protocol_name_closes_without_connack() {
 #[tokio::test]
 async fn unsupported_protocol_level_refused_with_0x01() {
     let broker = start_broker();
-    for (name, level) in [
-        ("MQTT", 3),
-        ("MQTT", 5),
-        ("MQTT", 0),
-        ("MQTT", 255),
-        ("MQIsdp", 3),
-    ] {
+    for (name, level) in [("MQTT", 3), ("MQTT", 5), ("MQTT", 0), ("MQTT", 255), ("MQIsdp", 3)] {
         let mut client = TestClient::connect_raw(addr(&broker)).await;
-        client
-            .send(connect_as("proto-level", true, name, level))
-            .await;
+        client.send(connect_as("proto-level", true, name, level)).await;
         expect_refused(&mut client, ConnectReturnCode::UnacceptableProtocolVersion).await;
     }
     broker.stop();
@@ -281,11 +225,7 @@ async fn assert_flags_rejected(broker: &RunningBroker, flags: u8, payload: &[u8]
     let mut client = TestClient::connect_raw(addr(broker)).await;
     client.send_bytes(&raw_connect(flags, payload)).await;
     client.expect_closed().await;
-    assert_eq!(
-        broker.stats().protocol_errors,
-        errors + 1,
-        "{what}: counted as a protocol error"
-    );
+    assert_eq!(broker.stats().protocol_errors, errors + 1, "{what}: counted as a protocol error");
 }
 
 /// [MQTT-3.1.2-3] the reserved connect flag (bit 0) set: the connection is closed.
@@ -295,15 +235,10 @@ async fn reserved_connect_flag_closes() {
     assert_flags_rejected(&broker, 0x03, &field(b"reserved"), "reserved flag").await;
     // The same CONNECT without the reserved bit is accepted: the test can tell the difference.
     let mut client = TestClient::connect_raw(addr(&broker)).await;
-    client
-        .send_bytes(&raw_connect(0x02, &field(b"reserved")))
-        .await;
+    client.send_bytes(&raw_connect(0x02, &field(b"reserved"))).await;
     assert_eq!(
         client.recv().await,
-        Packet::ConnAck(ConnAck {
-            session_present: false,
-            code: ConnectReturnCode::Accepted
-        })
+        Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::Accepted })
     );
     broker.stop();
 }
@@ -313,27 +248,9 @@ async fn reserved_connect_flag_closes() {
 #[tokio::test]
 async fn will_qos_or_retain_without_will_flag_closes() {
     let broker = start_broker();
-    assert_flags_rejected(
-        &broker,
-        0x02 | 0x08,
-        &field(b"w"),
-        "will QoS 1 without will",
-    )
-    .await;
-    assert_flags_rejected(
-        &broker,
-        0x02 | 0x10,
-        &field(b"w"),
-        "will QoS 2 without will",
-    )
-    .await;
-    assert_flags_rejected(
-        &broker,
-        0x02 | 0x20,
-        &field(b"w"),
-        "will retain without will",
-    )
-    .await;
+    assert_flags_rejected(&broker, 0x02 | 0x08, &field(b"w"), "will QoS 1 without will").await;
+    assert_flags_rejected(&broker, 0x02 | 0x10, &field(b"w"), "will QoS 2 without will").await;
+    assert_flags_rejected(&broker, 0x02 | 0x20, &field(b"w"), "will retain without will").await;
     broker.stop();
 }
 
@@ -347,15 +264,10 @@ async fn will_qos_3_closes() {
     assert_flags_rejected(&broker, 0x02 | 0x04 | 0x18, &payload, "will QoS 3").await;
     // Will QoS 2 with the same payload is fine.
     let mut client = TestClient::connect_raw(addr(&broker)).await;
-    client
-        .send_bytes(&raw_connect(0x02 | 0x04 | 0x10, &payload))
-        .await;
+    client.send_bytes(&raw_connect(0x02 | 0x04 | 0x10, &payload)).await;
     assert_eq!(
         client.recv().await,
-        Packet::ConnAck(ConnAck {
-            session_present: false,
-            code: ConnectReturnCode::Accepted
-        })
+        Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::Accepted })
     );
     broker.stop();
 }
@@ -391,22 +303,14 @@ async fn empty_client_id_with_clean_session_0_rejected() {
 async fn empty_client_id_with_clean_session_1_accepted() {
     let broker = start_broker();
     let (mut first, present) = TestClient::connect(addr(&broker), "", true).await;
-    assert!(
-        !present,
-        "session present 0 with clean session 1 [MQTT-3.2.2-1]"
-    );
+    assert!(!present, "session present 0 with clean session 1 [MQTT-3.2.2-1]");
     assert_eq!(
         first.subscribe(&[("anon/#", QoS::AtLeastOnce)]).await,
         vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)]
     );
-    first
-        .publish("anon/self", b"to myself", QoS::AtLeastOnce, false)
-        .await;
+    first.publish("anon/self", b"to myself", QoS::AtLeastOnce, false).await;
     let got = first.recv_publish().await;
-    assert_eq!(
-        (got.topic.as_ref() as &str, got.payload.as_ref()),
-        ("anon/self", b"to myself".as_ref())
-    );
+    assert_eq!((got.topic.as_ref() as &str, got.payload.as_ref()), ("anon/self", b"to myself".as_ref()));
     first.ack(&got).await;
 
     let (mut second, present) = TestClient::connect(addr(&broker), "", true).await;
@@ -467,16 +371,10 @@ async fn connack_session_present() {
     assert!(present, "[MQTT-3.2.2-2] stored session resumed");
     client.disconnect().await;
     let (client, present) = TestClient::connect(a, "sp", true).await;
-    assert!(
-        !present,
-        "[MQTT-3.2.2-1] clean session 1 discards the stored session"
-    );
+    assert!(!present, "[MQTT-3.2.2-1] clean session 1 discards the stored session");
     client.disconnect().await;
     let (client, present) = TestClient::connect(a, "sp", false).await;
-    assert!(
-        !present,
-        "[MQTT-3.2.2-3] the session was discarded by the clean-session-1 connection"
-    );
+    assert!(!present, "[MQTT-3.2.2-3] the session was discarded by the clean-session-1 connection");
     client.disconnect().await;
     let (client, present) = TestClient::connect(a, "sp", false).await;
     assert!(present, "[MQTT-3.2.2-2]");
@@ -510,19 +408,10 @@ async fn anonymous_refused_when_not_allowed() {
 
     let (mut client, connack) = TestClient::connect_with(
         addr(&broker),
-        Connect {
-            username: Some(ByteString::from_static("alice")),
-            ..connect_packet("named", true)
-        },
+        Connect { username: Some(ByteString::from_static("alice")), ..connect_packet("named", true) },
     )
     .await;
-    assert_eq!(
-        connack,
-        ConnAck {
-            session_present: false,
-            code: ConnectReturnCode::Accepted
-        }
-    );
+    assert_eq!(connack, ConnAck { session_present: false, code: ConnectReturnCode::Accepted });
     client.ping().await;
     broker.stop();
 }
@@ -537,54 +426,26 @@ async fn anonymous_refused_when_not_allowed() {
 async fn nothing_processed_after_a_refused_connect() {
     let broker = start_broker_with("auth:\n  allow-anonymous: false\n");
     let a = addr(&broker);
-    let user = |connect: Connect| Connect {
-        username: Some(ByteString::from_static("u")),
-        ..connect
-    };
+    let user = |connect: Connect| Connect { username: Some(ByteString::from_static("u")), ..connect };
     let (mut sub, _) = TestClient::connect_with(a, user(connect_packet("refused-sub", true))).await;
     assert_eq!(
         sub.subscribe(&[("refused/#", QoS::AtLeastOnce)]).await,
         vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)]
     );
-    let (mut publisher, _) =
-        TestClient::connect_with(a, user(connect_packet("refused-pub", true))).await;
+    let (mut publisher, _) = TestClient::connect_with(a, user(connect_packet("refused-pub", true))).await;
 
     let refusals = [
-        (
-            user(connect_as("refused-1", true, "MQTT", 3)),
-            ConnectReturnCode::UnacceptableProtocolVersion,
-        ),
-        (
-            user(connect_packet("", false)),
-            ConnectReturnCode::IdentifierRejected,
-        ),
-        (
-            connect_packet("refused-5", true),
-            ConnectReturnCode::NotAuthorized,
-        ),
+        (user(connect_as("refused-1", true, "MQTT", 3)), ConnectReturnCode::UnacceptableProtocolVersion),
+        (user(connect_packet("", false)), ConnectReturnCode::IdentifierRejected),
+        (connect_packet("refused-5", true), ConnectReturnCode::NotAuthorized),
     ];
     for (connect, code) in refusals {
         let mut bytes = encode(connect);
-        bytes.extend(encode(publish_packet(
-            "refused/t",
-            b"after refusal",
-            QoS::AtMostOnce,
-            false,
-            0,
-        )));
-        bytes.extend(encode(publish_packet(
-            "refused/t",
-            b"after refusal",
-            QoS::AtLeastOnce,
-            true,
-            7,
-        )));
+        bytes.extend(encode(publish_packet("refused/t", b"after refusal", QoS::AtMostOnce, false, 0)));
+        bytes.extend(encode(publish_packet("refused/t", b"after refusal", QoS::AtLeastOnce, true, 7)));
         bytes.extend(encode(Subscribe {
             pkid: 8,
-            filters: vec![SubscribeFilter {
-                filter: ByteString::from_static("#"),
-                qos: QoS::AtMostOnce,
-            }],
+            filters: vec![SubscribeFilter { filter: ByteString::from_static("#"), qos: QoS::AtMostOnce }],
         }));
         bytes.extend(encode(Packet::PingReq));
         let mut client = TestClient::connect_raw(a).await;
@@ -593,11 +454,7 @@ async fn nothing_processed_after_a_refused_connect() {
         expect_refused(&mut client, code).await;
         assert_nothing_before_marker(&mut publisher, &mut sub, "refused/t").await;
     }
-    assert_eq!(
-        broker.stats().retained_messages,
-        0,
-        "the retained PUBLISH after a refusal was stored"
-    );
+    assert_eq!(broker.stats().retained_messages, 0, "the retained PUBLISH after a refusal was stored");
     broker.stop();
 }
 
@@ -613,27 +470,15 @@ async fn packets_in_the_connect_write_processed_in_order() {
     let mut bytes = encode(connect_packet("burst", false));
     bytes.extend(encode(Subscribe {
         pkid: 1,
-        filters: vec![SubscribeFilter {
-            filter: ByteString::from_static("burst/#"),
-            qos: QoS::AtLeastOnce,
-        }],
+        filters: vec![SubscribeFilter { filter: ByteString::from_static("burst/#"), qos: QoS::AtLeastOnce }],
     }));
-    bytes.extend(encode(publish_packet(
-        "burst/self",
-        b"own",
-        QoS::AtLeastOnce,
-        false,
-        2,
-    )));
+    bytes.extend(encode(publish_packet("burst/self", b"own", QoS::AtLeastOnce, false, 2)));
     bytes.extend(encode(Packet::PingReq));
     let mut client = TestClient::connect_raw(addr(&broker)).await;
     client.send_bytes(&bytes).await;
     assert_eq!(
         client.recv().await,
-        Packet::ConnAck(ConnAck {
-            session_present: false,
-            code: ConnectReturnCode::Accepted
-        })
+        Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::Accepted })
     );
     let mut got = Vec::new();
     let mut own = None;
@@ -646,10 +491,7 @@ async fn packets_in_the_connect_write_processed_in_order() {
             Packet::SubAck(suback) => {
                 assert_eq!(
                     suback,
-                    SubAck {
-                        pkid: 1,
-                        return_codes: vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)]
-                    }
+                    SubAck { pkid: 1, return_codes: vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)] }
                 );
                 got.push("SUBACK");
             }
@@ -661,32 +503,13 @@ async fn packets_in_the_connect_write_processed_in_order() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    let position = |name: &str| {
-        got.iter()
-            .position(|&n| n == name)
-            .unwrap_or_else(|| panic!("no {name} in {got:?}"))
-    };
-    assert!(
-        position("PUBACK") < position("PINGRESP"),
-        "answers out of order: {got:?}"
-    );
-    assert!(
-        position("SUBACK") < position("PUBLISH"),
-        "delivery before SUBACK: {got:?}"
-    );
+    let position = |name: &str| got.iter().position(|&n| n == name).unwrap_or_else(|| panic!("no {name} in {got:?}"));
+    assert!(position("PUBACK") < position("PINGRESP"), "answers out of order: {got:?}");
+    assert!(position("SUBACK") < position("PUBLISH"), "delivery before SUBACK: {got:?}");
     let own = own.expect("own message delivered: the SUBSCRIBE was applied before the PUBLISH");
-    assert_eq!(
-        (own.topic.as_ref() as &str, own.payload.as_ref()),
-        ("burst/self", b"own".as_ref())
-    );
+    assert_eq!((own.topic.as_ref() as &str, own.payload.as_ref()), ("burst/self", b"own".as_ref()));
     client.ack(&own).await;
-    round_trip(
-        &mut publisher,
-        &mut client,
-        "burst/a",
-        b"subscribed in the connect write",
-    )
-    .await;
+    round_trip(&mut publisher, &mut client, "burst/a", b"subscribed in the connect write").await;
     broker.stop();
 }
 
@@ -696,21 +519,13 @@ async fn packets_in_the_connect_write_processed_in_order() {
 
 /// Opens a connection, sends `connect` and returns the CONNACK, or None when the broker closes
 /// the connection instead. The caller keeps the connection (`Framed`) on success.
-async fn try_connect(
-    addr: SocketAddr,
-    connect: Connect,
-) -> Option<(Framed<TcpStream, MqttCodec>, ConnAck)> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .expect("cannot connect to the broker");
+async fn try_connect(addr: SocketAddr, connect: Connect) -> Option<(Framed<TcpStream, MqttCodec>, ConnAck)> {
+    let stream = TcpStream::connect(addr).await.expect("cannot connect to the broker");
     let mut framed = Framed::new(stream, MqttCodec::default());
     if framed.send(Packet::Connect(connect)).await.is_err() {
         return None;
     }
-    match tokio::time::timeout(WAIT, framed.next())
-        .await
-        .expect("neither CONNACK nor close")
-    {
+    match tokio::time::timeout(WAIT, framed.next()).await.expect("neither CONNACK nor close") {
         Some(Ok(Packet::ConnAck(connack))) => Some((framed, connack)),
         Some(Ok(other)) => panic!("expected CONNACK or close, got {other:?}"),
         None | Some(Err(_)) => None,
@@ -722,9 +537,8 @@ async fn try_connect(
 /// connection is accepted.
 #[tokio::test]
 async fn max_connections_refuses_extra_connections() {
-    let broker = start_broker_with(
-        "listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:0\n    max-connections: 2\n",
-    );
+    let broker =
+        start_broker_with("listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:0\n    max-connections: 2\n");
     let a = addr(&broker);
     let (mut one, _) = TestClient::connect(a, "one", true).await;
     let (mut two, _) = TestClient::connect(a, "two", true).await;
@@ -737,11 +551,7 @@ async fn max_connections_refuses_extra_connections() {
         let mut third = TestClient::connect_raw(a).await;
         third.send(connect_packet("three", true)).await;
         third.expect_closed().await;
-        assert_eq!(
-            broker.stats().connections_refused,
-            attempt,
-            "refused connection counted"
-        );
+        assert_eq!(broker.stats().connections_refused, attempt, "refused connection counted");
     }
     assert_eq!(broker.stats().clients_connected, 2);
     round_trip(&mut one, &mut two, "max/a", b"still working").await;
@@ -753,24 +563,12 @@ async fn max_connections_refuses_extra_connections() {
         if let Some(accepted) = try_connect(a, connect_packet("four", true)).await {
             break accepted;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no connection accepted within {WAIT:?} after one of two closed"
-        );
+        assert!(Instant::now() < deadline, "no connection accepted within {WAIT:?} after one of two closed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    assert_eq!(
-        connack,
-        ConnAck {
-            session_present: false,
-            code: ConnectReturnCode::Accepted
-        }
-    );
+    assert_eq!(connack, ConnAck { session_present: false, code: ConnectReturnCode::Accepted });
     framed.send(Packet::PingReq).await.unwrap();
-    assert!(matches!(
-        tokio::time::timeout(WAIT, framed.next()).await,
-        Ok(Some(Ok(Packet::PingResp)))
-    ));
+    assert!(matches!(tokio::time::timeout(WAIT, framed.next()).await, Ok(Some(Ok(Packet::PingResp)))));
     // And the listener is full again.
     let mut fifth = TestClient::connect_raw(a).await;
     fifth.send(connect_packet("five", true)).await;

@@ -166,7 +166,7 @@ async fn burst_larger_than_the_queue_reaches_a_reading_subscriber() {
     let (mut sub, _) = TestClient::connect(addr(&broker), "reader", true).await;
     sub.subscribe(&[("b/#", QoS::AtLeastOnce)]).await;
     let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
-    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+    for qos in [QoS::AtLeastOnce, QoS::AtMostOnce] {
         // Ten publishes in one write: one read, one routed batch, one delivery to `sub`.
         let mut burst = bytes::BytesMut::new();
         for i in 0..10u16 {

@@ -9,41 +9,20 @@ use amqtt_tests::*;
 
 /// Connects `client_id` with the given keep-alive (seconds). Returns the client and the instant
 /// just before the CONNECT was sent: the broker's keep-alive timer cannot start earlier.
-async fn connect_with_keep_alive(
-    addr: SocketAddr,
-    client_id: &str,
-    keep_alive: u16,
-) -> (TestClient, Instant) {
+async fn connect_with_keep_alive(addr: SocketAddr, client_id: &str, keep_alive: u16) -> (TestClient, Instant) {
     let start = Instant::now();
-    let (client, connack) = TestClient::connect_with(
-        addr,
-        Connect {
-            keep_alive,
-            ..connect_packet(client_id, true)
-        },
-    )
-    .await;
+    let (client, connack) =
+        TestClient::connect_with(addr, Connect { keep_alive, ..connect_packet(client_id, true) }).await;
     assert_eq!(connack.code, ConnectReturnCode::Accepted);
     (client, start)
 }
 
 /// Asserts that `client` is still open until `open_until` after `start` and closed by the
 /// broker within `bound` after that.
-async fn assert_closed_between(
-    client: &mut TestClient,
-    start: Instant,
-    open_until: Duration,
-    bound: Duration,
-) {
+async fn assert_closed_between(client: &mut TestClient, start: Instant, open_until: Duration, bound: Duration) {
     let early = open_until.saturating_sub(start.elapsed());
-    assert!(
-        !client.closed_within(early).await,
-        "closed before {open_until:?}"
-    );
-    assert!(
-        client.closed_within(bound).await,
-        "still open {bound:?} after {open_until:?}"
-    );
+    assert!(!client.closed_within(early).await, "closed before {open_until:?}");
+    assert!(client.closed_within(bound).await, "still open {bound:?} after {open_until:?}");
     let elapsed = start.elapsed();
     assert!(elapsed >= open_until, "closed after {elapsed:?}");
 }
@@ -55,13 +34,7 @@ async fn silent_client_disconnected_after_one_and_a_half_keep_alive() {
     let broker = start_broker();
     let (mut other, _) = TestClient::connect(addr(&broker), "other", true).await;
     let (mut silent, start) = connect_with_keep_alive(addr(&broker), "silent", 1).await;
-    assert_closed_between(
-        &mut silent,
-        start,
-        Duration::from_millis(1400),
-        Duration::from_secs(5),
-    )
-    .await;
+    assert_closed_between(&mut silent, start, Duration::from_millis(1400), Duration::from_secs(5)).await;
     other.ping().await;
     // The timeout is not a protocol error.
     assert_eq!(broker.stats().protocol_errors, 0);
@@ -83,20 +56,13 @@ async fn keep_alive_timeout_publishes_the_will() {
     };
     let (mut silent, connack) = TestClient::connect_with(
         addr(&broker),
-        Connect {
-            keep_alive: 1,
-            will: Some(will),
-            ..connect_packet("will-silent", true)
-        },
+        Connect { keep_alive: 1, will: Some(will), ..connect_packet("will-silent", true) },
     )
     .await;
     assert_eq!(connack.code, ConnectReturnCode::Accepted);
     assert!(silent.closed_within(Duration::from_secs(5)).await);
     let got = sub.recv_publish().await;
-    assert_eq!(
-        (got.topic.as_ref() as &str, got.payload.as_ref()),
-        ("will/silent", b"timed out".as_ref())
-    );
+    assert_eq!((got.topic.as_ref() as &str, got.payload.as_ref()), ("will/silent", b"timed out".as_ref()));
     broker.stop();
 }
 
@@ -115,13 +81,7 @@ async fn pinging_client_stays_connected() {
     // Still alive: it answers, and it is then disconnected once it stops pinging.
     client.ping().await;
     let last = Instant::now();
-    assert_closed_between(
-        &mut client,
-        last,
-        Duration::from_millis(1400),
-        Duration::from_secs(5),
-    )
-    .await;
+    assert_closed_between(&mut client, last, Duration::from_millis(1400), Duration::from_secs(5)).await;
     broker.stop();
 }
 
@@ -136,9 +96,7 @@ async fn any_packet_resets_the_keep_alive_timer() {
     let mut sent = 0;
     while start.elapsed() < Duration::from_millis(3200) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        client
-            .publish("ka/t", b"alive", QoS::AtMostOnce, false)
-            .await;
+        client.publish("ka/t", b"alive", QoS::AtMostOnce, false).await;
         sent += 1;
     }
     for _ in 0..sent {
@@ -158,10 +116,7 @@ async fn any_packet_resets_the_keep_alive_timer() {
 async fn keep_alive_zero_means_no_timeout() {
     let broker = start_broker();
     let (mut client, start) = connect_with_keep_alive(addr(&broker), "forever", 0).await;
-    assert!(
-        !client.closed_within(Duration::from_secs(2)).await,
-        "keep-alive 0 client was disconnected"
-    );
+    assert!(!client.closed_within(Duration::from_secs(2)).await, "keep-alive 0 client was disconnected");
     assert!(start.elapsed() >= Duration::from_secs(2));
     client.ping().await;
     broker.stop();
@@ -173,12 +128,6 @@ async fn keep_alive_zero_means_no_timeout() {
 async fn timeout_disconnect_delay_extends_the_deadline() {
     let broker = start_broker_with("timeout-disconnect-delay: 1\n");
     let (mut client, start) = connect_with_keep_alive(addr(&broker), "delayed", 1).await;
-    assert_closed_between(
-        &mut client,
-        start,
-        Duration::from_millis(2300),
-        Duration::from_secs(5),
-    )
-    .await;
+    assert_closed_between(&mut client, start, Duration::from_millis(2300), Duration::from_secs(5)).await;
     broker.stop();
 }

@@ -42,10 +42,7 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
 
 fn encode(packet: impl Into<Packet>) -> Vec<u8> {
     let mut buf = BytesMut::new();
-    packet
-        .into()
-        .write(&mut buf)
-        .expect("test packet must encode");
+    packet.into().write(&mut buf).expect("test packet must encode");
     buf.to_vec()
 }
 
@@ -76,12 +73,7 @@ impl Bystanders {
             vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)]
         );
         let (publisher, _) = TestClient::connect(addr(&broker), "bystander-pub", true).await;
-        let mut bystanders = Bystanders {
-            broker,
-            sub,
-            publisher,
-            round: 0,
-        };
+        let mut bystanders = Bystanders { broker, sub, publisher, round: 0 };
         bystanders.round_trip().await;
         bystanders
     }
@@ -94,14 +86,9 @@ impl Bystanders {
     async fn round_trip(&mut self) {
         self.round += 1;
         let payload = format!("round {}", self.round);
-        self.publisher
-            .publish("ok/t", payload.as_bytes(), QoS::AtLeastOnce, false)
-            .await;
+        self.publisher.publish("ok/t", payload.as_bytes(), QoS::AtLeastOnce, false).await;
         let got = self.sub.recv_publish().await;
-        assert_eq!(
-            (got.topic.as_ref() as &str, got.payload.as_ref()),
-            ("ok/t", payload.as_bytes())
-        );
+        assert_eq!((got.topic.as_ref() as &str, got.payload.as_ref()), ("ok/t", payload.as_bytes()));
         self.sub.ack(&got).await;
     }
 
@@ -113,17 +100,9 @@ impl Bystanders {
         let (mut bad, _) = TestClient::connect(self.addr(), "offender", true).await;
         bad.send_bytes(bytes).await;
         bad.expect_closed().await;
-        assert_eq!(
-            self.broker.stats().protocol_errors,
-            errors + 1,
-            "{what}: protocol error not counted"
-        );
+        assert_eq!(self.broker.stats().protocol_errors, errors + 1, "{what}: protocol error not counted");
         self.round_trip().await;
-        assert_eq!(
-            self.broker.stats().clients_connected,
-            2,
-            "{what}: bystanders still connected"
-        );
+        assert_eq!(self.broker.stats().clients_connected, 2, "{what}: bystanders still connected");
     }
 
     fn stop(self) {
@@ -149,14 +128,8 @@ async fn reserved_fixed_header_flags() {
         &[
             ("PUBREL flags 0", vec![0x60, 0x02, 0x00, 0x01]),
             ("PUBREL flags 3", vec![0x63, 0x02, 0x00, 0x01]),
-            (
-                "SUBSCRIBE flags 0",
-                frame(0x80, &cat(&[&[0, 1], &field(b"a"), &[0]])),
-            ),
-            (
-                "UNSUBSCRIBE flags 0",
-                frame(0xA0, &cat(&[&[0, 1], &field(b"a")])),
-            ),
+            ("SUBSCRIBE flags 0", frame(0x80, &cat(&[&[0, 1], &field(b"a"), &[0]]))),
+            ("UNSUBSCRIBE flags 0", frame(0xA0, &cat(&[&[0, 1], &field(b"a")]))),
             ("PINGREQ flags 1", vec![0xC1, 0x00]),
             ("PUBACK flags 2", vec![0x42, 0x02, 0x00, 0x01]),
             ("DISCONNECT flags 8", vec![0xE8, 0x00]),
@@ -169,14 +142,7 @@ async fn reserved_fixed_header_flags() {
 #[tokio::test]
 async fn remaining_length_with_a_fifth_byte() {
     // Continuation bits on four bytes of value 0, so the size limit does not trigger first.
-    assert_all_close(
-        "",
-        &[(
-            "5-byte remaining length",
-            vec![0x30, 0x80, 0x80, 0x80, 0x80, 0x01],
-        )],
-    )
-    .await;
+    assert_all_close("", &[("5-byte remaining length", vec![0x30, 0x80, 0x80, 0x80, 0x80, 0x01])]).await;
 }
 
 /// [MQTT-1.5.3-1] invalid UTF-8 and [MQTT-1.5.3-2] U+0000 in a topic close the connection.
@@ -185,28 +151,13 @@ async fn invalid_strings_in_topics() {
     assert_all_close(
         "",
         &[
-            (
-                "invalid UTF-8 in PUBLISH topic",
-                publish_raw_topic(&[b'o', b'k', b'/', 0xC3, 0x28]),
-            ),
-            (
-                "UTF-16 surrogate in PUBLISH topic",
-                publish_raw_topic(&[b'o', b'k', b'/', 0xED, 0xA0, 0x80]),
-            ),
-            (
-                "overlong encoding in PUBLISH topic",
-                publish_raw_topic(&[b'o', b'k', b'/', 0xC0, 0xAF]),
-            ),
+            ("invalid UTF-8 in PUBLISH topic", publish_raw_topic(&[b'o', b'k', b'/', 0xC3, 0x28])),
+            ("UTF-16 surrogate in PUBLISH topic", publish_raw_topic(&[b'o', b'k', b'/', 0xED, 0xA0, 0x80])),
+            ("overlong encoding in PUBLISH topic", publish_raw_topic(&[b'o', b'k', b'/', 0xC0, 0xAF])),
             ("U+0000 in PUBLISH topic", publish_raw_topic(b"ok/\0t")),
-            (
-                "invalid UTF-8 in SUBSCRIBE filter",
-                subscribe_raw(&[b'o', b'k', b'/', 0xFF], 0),
-            ),
+            ("invalid UTF-8 in SUBSCRIBE filter", subscribe_raw(&[b'o', b'k', b'/', 0xFF], 0)),
             ("U+0000 in SUBSCRIBE filter", subscribe_raw(b"ok/\0", 0)),
-            (
-                "U+0000 in UNSUBSCRIBE filter",
-                frame(0xA2, &cat(&[&[0, 1], &field(b"ok/\0")])),
-            ),
+            ("U+0000 in UNSUBSCRIBE filter", frame(0xA2, &cat(&[&[0, 1], &field(b"ok/\0")]))),
         ],
     )
     .await;
@@ -222,10 +173,7 @@ async fn wildcard_in_publish_topic() {
             ("`+` in PUBLISH topic", publish_raw_topic(b"ok/+")),
             ("`#` in PUBLISH topic", publish_raw_topic(b"ok/#")),
             ("`#` alone as PUBLISH topic", publish_raw_topic(b"#")),
-            (
-                "`+` inside a level of a QoS 1 PUBLISH topic",
-                frame(0x32, &cat(&[&field(b"ok/a+b"), &[0, 1], b"x"])),
-            ),
+            ("`+` inside a level of a QoS 1 PUBLISH topic", frame(0x32, &cat(&[&field(b"ok/a+b"), &[0, 1], b"x"]))),
         ],
     )
     .await;
@@ -243,17 +191,8 @@ async fn misplaced_wildcards_in_subscribe_filter() {
             ("`+` inside a level", subscribe_raw(b"ok/a+", 0)),
             ("`+` with text after it", subscribe_raw(b"+a/ok", 0)),
             ("empty filter", subscribe_raw(b"", 0)),
-            (
-                "bad second filter",
-                frame(
-                    0x82,
-                    &cat(&[&[0, 1], &field(b"ok/a"), &[0], &field(b"##"), &[0]]),
-                ),
-            ),
-            (
-                "`#` not last in UNSUBSCRIBE",
-                frame(0xA2, &cat(&[&[0, 1], &field(b"ok/#/a")])),
-            ),
+            ("bad second filter", frame(0x82, &cat(&[&[0, 1], &field(b"ok/a"), &[0], &field(b"##"), &[0]]))),
+            ("`#` not last in UNSUBSCRIBE", frame(0xA2, &cat(&[&[0, 1], &field(b"ok/#/a")]))),
         ],
     )
     .await;
@@ -266,22 +205,10 @@ async fn packet_id_zero() {
     assert_all_close(
         "",
         &[
-            (
-                "QoS 1 PUBLISH with packet id 0",
-                frame(0x32, &cat(&[&field(b"ok/t"), &[0, 0], b"x"])),
-            ),
-            (
-                "QoS 2 PUBLISH with packet id 0",
-                frame(0x34, &cat(&[&field(b"ok/t"), &[0, 0], b"x"])),
-            ),
-            (
-                "SUBSCRIBE with packet id 0",
-                frame(0x82, &cat(&[&[0, 0], &field(b"ok/a"), &[0]])),
-            ),
-            (
-                "UNSUBSCRIBE with packet id 0",
-                frame(0xA2, &cat(&[&[0, 0], &field(b"ok/a")])),
-            ),
+            ("QoS 1 PUBLISH with packet id 0", frame(0x32, &cat(&[&field(b"ok/t"), &[0, 0], b"x"]))),
+            ("QoS 2 PUBLISH with packet id 0", frame(0x34, &cat(&[&field(b"ok/t"), &[0, 0], b"x"]))),
+            ("SUBSCRIBE with packet id 0", frame(0x82, &cat(&[&[0, 0], &field(b"ok/a"), &[0]]))),
+            ("UNSUBSCRIBE with packet id 0", frame(0xA2, &cat(&[&[0, 0], &field(b"ok/a")]))),
         ],
     )
     .await;
@@ -311,10 +238,7 @@ async fn subscribe_requested_qos_invalid() {
             ("requested QoS 3", subscribe_raw(b"ok/a", 3)),
             ("reserved bit 2", subscribe_raw(b"ok/a", 0x04)),
             ("reserved bit 7 with QoS 1", subscribe_raw(b"ok/a", 0x81)),
-            (
-                "filter without a requested QoS byte",
-                frame(0x82, &cat(&[&[0, 1], &field(b"ok/a")])),
-            ),
+            ("filter without a requested QoS byte", frame(0x82, &cat(&[&[0, 1], &field(b"ok/a")]))),
         ],
     )
     .await;
@@ -326,14 +250,8 @@ async fn publish_qos_3() {
     assert_all_close(
         "",
         &[
-            (
-                "PUBLISH QoS 3",
-                frame(0x36, &cat(&[&field(b"ok/t"), &[0, 1], b"x"])),
-            ),
-            (
-                "PUBLISH QoS 3 with DUP and RETAIN",
-                frame(0x3F, &cat(&[&field(b"ok/t"), &[0, 1], b"x"])),
-            ),
+            ("PUBLISH QoS 3", frame(0x36, &cat(&[&field(b"ok/t"), &[0, 1], b"x"]))),
+            ("PUBLISH QoS 3 with DUP and RETAIN", frame(0x3F, &cat(&[&field(b"ok/t"), &[0, 1], b"x"]))),
         ],
     )
     .await;
@@ -346,22 +264,10 @@ async fn string_longer_than_the_packet() {
     assert_all_close(
         "",
         &[
-            (
-                "PUBLISH topic length past the end",
-                vec![0x30, 0x04, 0x00, 0x10, b'o', b'k'],
-            ),
-            (
-                "SUBSCRIBE filter length past the end",
-                vec![0x82, 0x06, 0x00, 0x01, 0x00, 0x40, b'o', b'k'],
-            ),
-            (
-                "UNSUBSCRIBE filter length past the end",
-                vec![0xA2, 0x05, 0x00, 0x01, 0x00, 0x09, b'o'],
-            ),
-            (
-                "QoS 1 PUBLISH without room for the packet id",
-                frame(0x32, &field(b"ok/t")),
-            ),
+            ("PUBLISH topic length past the end", vec![0x30, 0x04, 0x00, 0x10, b'o', b'k']),
+            ("SUBSCRIBE filter length past the end", vec![0x82, 0x06, 0x00, 0x01, 0x00, 0x40, b'o', b'k']),
+            ("UNSUBSCRIBE filter length past the end", vec![0xA2, 0x05, 0x00, 0x01, 0x00, 0x09, b'o']),
+            ("QoS 1 PUBLISH without room for the packet id", frame(0x32, &field(b"ok/t"))),
             ("PUBACK too short", vec![0x40, 0x01, 0x01]),
             ("PINGREQ with a body", vec![0xC0, 0x01, 0x00]),
         ],
@@ -392,9 +298,7 @@ async fn reserved_packet_types() {
 async fn packet_larger_than_max_packet_size() {
     let mut bystanders = Bystanders::start("max-packet-size: 1024\n").await;
     // 10 000 = 0x10 | 0x80, 0x4E.
-    bystanders
-        .assert_closes("10 000-byte PUBLISH header", &[0x30, 0x90, 0x4E])
-        .await;
+    bystanders.assert_closes("10 000-byte PUBLISH header", &[0x30, 0x90, 0x4E]).await;
     // A packet of exactly 1024 bytes is within the limit.
     let topic = b"ok/big";
     let payload = vec![b'p'; 1024 - 3 - 2 - topic.len()];
@@ -412,15 +316,9 @@ async fn packet_larger_than_max_packet_size() {
 /// Opens a connection with a raw socket and completes the CONNECT.
 async fn raw_connected(addr: SocketAddr, client_id: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(&encode(connect_packet(client_id, true)))
-        .await
-        .unwrap();
+    stream.write_all(&encode(connect_packet(client_id, true))).await.unwrap();
     let mut connack = [0u8; 4];
-    tokio::time::timeout(WAIT, stream.read_exact(&mut connack))
-        .await
-        .expect("no CONNACK")
-        .unwrap();
+    tokio::time::timeout(WAIT, stream.read_exact(&mut connack)).await.expect("no CONNACK").unwrap();
     assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
     stream
 }
@@ -449,19 +347,12 @@ async fn truncated_packet_then_eof() {
         let mut stream = raw_connected(bystanders.addr(), "truncated").await;
         stream.write_all(bytes).await.unwrap();
         stream.shutdown().await.unwrap();
-        assert_eq!(
-            read_until_closed(&mut stream).await,
-            b"",
-            "nothing expected after a truncated packet"
-        );
+        assert_eq!(read_until_closed(&mut stream).await, b"", "nothing expected after a truncated packet");
         bystanders.round_trip().await;
     }
     // Before CONNECT as well.
     let mut stream = TcpStream::connect(bystanders.addr()).await.unwrap();
-    stream
-        .write_all(&encode(connect_packet("cut", true))[..5])
-        .await
-        .unwrap();
+    stream.write_all(&encode(connect_packet("cut", true))[..5]).await.unwrap();
     stream.shutdown().await.unwrap();
     assert_eq!(read_until_closed(&mut stream).await, b"");
     bystanders.round_trip().await;
@@ -490,19 +381,13 @@ async fn garbage_closes_the_connection() {
     let mut bystanders = Bystanders::start("max-packet-size: 1024\n").await;
     for seed in 1..=16u64 {
         let bytes = garbage(seed, 2048);
-        bystanders
-            .assert_closes(&format!("garbage seed {seed} after CONNECT"), &bytes)
-            .await;
+        bystanders.assert_closes(&format!("garbage seed {seed} after CONNECT"), &bytes).await;
 
         let errors = bystanders.broker.stats().protocol_errors;
         let mut raw = TestClient::connect_raw(bystanders.addr()).await;
         raw.send_bytes(&bytes).await;
         raw.expect_closed().await;
-        assert_eq!(
-            bystanders.broker.stats().protocol_errors,
-            errors + 1,
-            "garbage seed {seed} instead of CONNECT"
-        );
+        assert_eq!(bystanders.broker.stats().protocol_errors, errors + 1, "garbage seed {seed} instead of CONNECT");
         bystanders.round_trip().await;
     }
     bystanders.stop();

@@ -25,7 +25,11 @@ async fn collect(client: &mut TestClient, n: usize) -> Vec<Publish> {
                     QoS::AtMostOnce => {}
                     QoS::AtLeastOnce => client.send(PubAck { pkid: publish.pkid }).await,
                     QoS::ExactlyOnce => {
-                        assert!(awaiting_pubrel.insert(publish.pkid), "packet id {} reused while in flight", publish.pkid);
+                        assert!(
+                            awaiting_pubrel.insert(publish.pkid),
+                            "packet id {} reused while in flight",
+                            publish.pkid
+                        );
                         client.send(PubRec { pkid: publish.pkid }).await;
                     }
                 }
@@ -56,12 +60,20 @@ async fn publish_pipelined(client: &mut TestClient, packets: &[Publish]) {
         match client.recv().await {
             Packet::PubAck(PubAck { pkid }) => {
                 let expected = acked.get(next_ack).expect("more acknowledgements than messages");
-                assert_eq!((expected.qos, expected.pkid), (QoS::AtLeastOnce, pkid), "PUBACK out of order [MQTT-4.6.0-2]");
+                assert_eq!(
+                    (expected.qos, expected.pkid),
+                    (QoS::AtLeastOnce, pkid),
+                    "PUBACK out of order [MQTT-4.6.0-2]"
+                );
                 next_ack += 1;
             }
             Packet::PubRec(PubRec { pkid }) => {
                 let expected = acked.get(next_ack).expect("more acknowledgements than messages");
-                assert_eq!((expected.qos, expected.pkid), (QoS::ExactlyOnce, pkid), "PUBREC out of order [MQTT-4.6.0-3]");
+                assert_eq!(
+                    (expected.qos, expected.pkid),
+                    (QoS::ExactlyOnce, pkid),
+                    "PUBREC out of order [MQTT-4.6.0-3]"
+                );
                 next_ack += 1;
                 client.send(PubRel { pkid }).await;
             }
@@ -183,7 +195,11 @@ async fn qos2_inbound_is_delivered_exactly_once() {
     assert_eq!(publisher.recv().await, Packet::PubRec(PubRec { pkid }));
     publish.dup = true;
     publisher.send(publish).await;
-    assert_eq!(publisher.recv().await, Packet::PubRec(PubRec { pkid }), "a re-sent QoS 2 PUBLISH is acknowledged again");
+    assert_eq!(
+        publisher.recv().await,
+        Packet::PubRec(PubRec { pkid }),
+        "a re-sent QoS 2 PUBLISH is acknowledged again"
+    );
     publisher.send(PubRel { pkid }).await;
     assert_eq!(publisher.recv().await, Packet::PubComp(PubComp { pkid }));
 
@@ -364,7 +380,8 @@ async fn fan_out_to_fifty_subscribers() {
 async fn client_publish_to_dollar_topic_is_acknowledged_but_not_routed() {
     let broker = start_broker();
     let (mut sub, _) = TestClient::connect(addr(&broker), "sub", true).await;
-    let codes = sub.subscribe(&[("$SYS/#", QoS::AtLeastOnce), ("$x", QoS::AtLeastOnce), ("marker", QoS::AtLeastOnce)]).await;
+    let codes =
+        sub.subscribe(&[("$SYS/#", QoS::AtLeastOnce), ("$x", QoS::AtLeastOnce), ("marker", QoS::AtLeastOnce)]).await;
     assert_eq!(codes, vec![SubscribeReturnCode::Success(QoS::AtLeastOnce); 3]);
     let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
     // `publish` asserts the PUBACK / PUBREC-PUBREL-PUBCOMP flow.

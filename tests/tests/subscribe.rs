@@ -57,14 +57,18 @@ async fn check_matching(broker: &RunningBroker, topics: &[&str], cases: &[(&str,
 async fn suback_has_one_code_per_filter_in_order_with_the_same_packet_id() {
     let broker = start_broker();
     let (mut sub, _) = TestClient::connect(addr(&broker), "sub", true).await;
-    let requested = [("s/2", QoS::ExactlyOnce), ("s/0", QoS::AtMostOnce), ("s/1", QoS::AtLeastOnce), ("t/#", QoS::ExactlyOnce)];
-    let filters = requested.iter().map(|&(filter, qos)| SubscribeFilter { filter: ByteString::from(filter), qos }).collect();
+    let requested =
+        [("s/2", QoS::ExactlyOnce), ("s/0", QoS::AtMostOnce), ("s/1", QoS::AtLeastOnce), ("t/#", QoS::ExactlyOnce)];
+    let filters =
+        requested.iter().map(|&(filter, qos)| SubscribeFilter { filter: ByteString::from(filter), qos }).collect();
     sub.send(Subscribe { pkid: 0xBEEF, filters }).await;
     let expected_codes = requested.iter().map(|&(_, qos)| Success(qos)).collect();
     assert_eq!(sub.recv().await, Packet::SubAck(SubAck { pkid: 0xBEEF, return_codes: expected_codes }));
 
     let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
-    for (t, granted) in [("s/2", QoS::ExactlyOnce), ("s/0", QoS::AtMostOnce), ("s/1", QoS::AtLeastOnce), ("t/x", QoS::ExactlyOnce)] {
+    for (t, granted) in
+        [("s/2", QoS::ExactlyOnce), ("s/0", QoS::AtMostOnce), ("s/1", QoS::AtLeastOnce), ("t/x", QoS::ExactlyOnce)]
+    {
         publisher.publish(t, b"m", QoS::ExactlyOnce, false).await;
         let got = sub.recv_publish().await;
         assert_eq!((topic(&got), got.qos), (t, granted));
@@ -133,7 +137,9 @@ async fn max_subscriptions_per_client_refuses_extra_filters() {
 async fn unsuback_has_the_same_packet_id_even_for_unknown_filters() {
     let broker = start_broker();
     let (mut client, _) = TestClient::connect(addr(&broker), "c", true).await;
-    client.send(Unsubscribe { pkid: 0x7777, filters: vec![ByteString::from("never/subscribed"), ByteString::from("#")] }).await;
+    client
+        .send(Unsubscribe { pkid: 0x7777, filters: vec![ByteString::from("never/subscribed"), ByteString::from("#")] })
+        .await;
     assert_eq!(client.recv().await, Packet::UnsubAck(UnsubAck { pkid: 0x7777 }));
     client.subscribe(&[("u/t", QoS::AtLeastOnce)]).await;
     client.send(Unsubscribe { pkid: 1, filters: vec![ByteString::from("u/t")] }).await;
@@ -221,7 +227,15 @@ async fn wildcards_match_as_specified() {
         ("sport/+", &["sport/", "sport/tennis", "sport/tennisx"]),
         (
             "sport/#",
-            &["sport", "sport/", "sport/tennis", "sport/tennisx", "sport/tennis/", "sport/tennis/player1", "sport/tennis/player1/ranking"],
+            &[
+                "sport",
+                "sport/",
+                "sport/tennis",
+                "sport/tennisx",
+                "sport/tennis/",
+                "sport/tennis/player1",
+                "sport/tennis/player1/ranking",
+            ],
         ),
         ("sport/+/player1", &["sport/tennis/player1"]),
         ("+/tennis/#", &["sport/tennis", "sport/tennis/", "sport/tennis/player1", "sport/tennis/player1/ranking"]),

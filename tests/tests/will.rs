@@ -53,7 +53,8 @@ async fn expect_will(watcher: &mut TestClient, topic: &str, client_id: &str, qos
 async fn will_published_when_the_socket_closes_without_disconnect() {
     let broker = start_broker();
     let mut watcher = watcher(addr(&broker), "watcher", "will/#", QoS::ExactlyOnce).await;
-    let client = connect_will(addr(&broker), will_connect("dropper", true, "will/dropper", QoS::AtLeastOnce, false)).await;
+    let connect = will_connect("dropper", true, "will/dropper", QoS::AtLeastOnce, false);
+    let client = connect_will(addr(&broker), connect).await;
     drop(client);
     expect_will(&mut watcher, "will/dropper", "dropper", QoS::AtLeastOnce, false).await;
     let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
@@ -84,7 +85,8 @@ async fn will_published_when_keep_alive_expires() {
 async fn will_published_when_the_client_breaks_the_protocol() {
     let broker = start_broker();
     let mut watcher = watcher(addr(&broker), "watcher", "will/#", QoS::AtLeastOnce).await;
-    let mut client = connect_will(addr(&broker), will_connect("garbler", true, "will/garbler", QoS::AtLeastOnce, false)).await;
+    let connect = will_connect("garbler", true, "will/garbler", QoS::AtLeastOnce, false);
+    let mut client = connect_will(addr(&broker), connect).await;
     client.send_bytes(&[0x00, 0x00, 0xFF, 0xFF]).await;
     client.expect_closed().await;
     expect_will(&mut watcher, "will/garbler", "garbler", QoS::AtLeastOnce, false).await;
@@ -98,7 +100,8 @@ async fn will_published_when_the_client_breaks_the_protocol() {
 async fn will_published_when_the_connection_is_taken_over() {
     let broker = start_broker();
     let mut watcher = watcher(addr(&broker), "watcher", "will/#", QoS::AtLeastOnce).await;
-    let mut first = connect_will(addr(&broker), will_connect("twin", false, "will/twin", QoS::AtLeastOnce, false)).await;
+    let connect = will_connect("twin", false, "will/twin", QoS::AtLeastOnce, false);
+    let mut first = connect_will(addr(&broker), connect).await;
     let (mut second, present) = TestClient::connect(addr(&broker), "twin", false).await;
     assert!(present);
     first.expect_closed().await;
@@ -118,7 +121,8 @@ async fn will_published_when_the_connection_is_taken_over() {
 async fn will_not_published_after_disconnect() {
     let broker = start_broker();
     let mut watcher = watcher(addr(&broker), "watcher", "will/#", QoS::AtLeastOnce).await;
-    let client = connect_will(addr(&broker), will_connect("polite", false, "will/polite", QoS::AtLeastOnce, true)).await;
+    let connect = will_connect("polite", false, "will/polite", QoS::AtLeastOnce, true);
+    let client = connect_will(addr(&broker), connect).await;
     client.disconnect().await;
     let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
     assert_nothing_before_marker(&mut publisher, &mut watcher, "will/marker").await;
@@ -172,7 +176,8 @@ async fn will_on_a_dollar_topic_is_not_routed() {
     let broker = start_broker();
     let (mut watcher, _) = TestClient::connect(addr(&broker), "watcher", true).await;
     watcher.subscribe(&[("$will/#", QoS::AtLeastOnce), ("m", QoS::AtLeastOnce)]).await;
-    let mut client = connect_will(addr(&broker), will_connect("dollar", true, "$will/dollar", QoS::AtLeastOnce, true)).await;
+    let connect = will_connect("dollar", true, "$will/dollar", QoS::AtLeastOnce, true);
+    let mut client = connect_will(addr(&broker), connect).await;
     // A protocol violation: the broker closes the connection itself, so once the close is seen
     // the will (had it been routed) is already on its way, ahead of the marker.
     client.send_bytes(&[0x00, 0x00]).await;

@@ -221,8 +221,10 @@ impl Handler<Register> for Router {
             previous.do_send(TakeOver { keep_state: false });
             return Box::pin(fut::ready(Registered { generation, session_present: false, resumed: None }));
         }
-        Box::pin(previous.send(TakeOver { keep_state: true }).into_actor(self).map(move |answer, _, _| {
-            Registered { generation, session_present: true, resumed: answer.ok().flatten() }
+        Box::pin(previous.send(TakeOver { keep_state: true }).into_actor(self).map(move |answer, _, _| Registered {
+            generation,
+            session_present: true,
+            resumed: answer.ok().flatten(),
         }))
     }
 }

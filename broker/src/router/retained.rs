@@ -139,7 +139,8 @@ mod tests {
     fn topics(store: &RetainedStore, filter: &str) -> Vec<String> {
         let mut out = Vec::new();
         store.matching(filter, &mut out);
-        let mut v: Vec<String> = out.iter().map(|p| format!("{}={}", p.topic, std::str::from_utf8(&p.payload).unwrap())).collect();
+        let mut v: Vec<String> =
+            out.iter().map(|p| format!("{}={}", p.topic, std::str::from_utf8(&p.payload).unwrap())).collect();
         v.sort();
         v
     }

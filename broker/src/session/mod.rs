@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use amqtt_protocol::{
-    frame_len, ByteString, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet, PubAck, PubComp,
-    PubRec, PubRel, Publish, QoS, SubAck, SubscribeReturnCode, UnsubAck,
+    frame_len, ByteString, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet, PubAck, PubComp, PubRec,
+    PubRel, Publish, QoS, SubAck, SubscribeReturnCode, UnsubAck,
 };
 use bytes::Bytes;
 use tracing::{debug, info, warn, Span};
@@ -296,7 +296,8 @@ impl Session {
         }
         self.span.record("client_id", client_id.as_ref() as &str);
         if connect.keep_alive > 0 {
-            let timeout = Duration::from_millis(u64::from(connect.keep_alive) * 1500) + self.settings().keep_alive_grace;
+            let timeout =
+                Duration::from_millis(u64::from(connect.keep_alive) * 1500) + self.settings().keep_alive_grace;
             self.keep_alive = Some(timeout);
         }
         self.will = connect.will;
@@ -309,7 +310,10 @@ impl Session {
             match answer {
                 Ok(registered) => act.on_registered(client_id, clean_session, registered, ctx),
                 Err(_) => {
-                    act.write(Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::ServerUnavailable }));
+                    act.write(Packet::ConnAck(ConnAck {
+                        session_present: false,
+                        code: ConnectReturnCode::ServerUnavailable,
+                    }));
                     act.close(ctx, Close::ServerUnavailable);
                 }
             }
@@ -456,7 +460,9 @@ impl Session {
                 warn!(violation = what, "protocol violation: closing the connection");
             }
             Close::KeepAliveTimeout(timeout) => info!(?timeout, "keep-alive expired: closing the connection"),
-            Close::ConnectTimeout => info!(timeout = ?self.settings().connect_timeout, "no CONNECT in time: closing the connection"),
+            Close::ConnectTimeout => {
+                info!(timeout = ?self.settings().connect_timeout, "no CONNECT in time: closing the connection")
+            }
             Close::Refused(code) => info!(%code, "connection refused"),
             Close::TakenOver => info!("connection taken over by a new connection with the same client id"),
             Close::ServerUnavailable => warn!("router unavailable: closing the connection"),
@@ -515,7 +521,9 @@ impl Session {
                 );
             }
             Some(client) => {
-                self.shared.router.do_send(router::Unregister { client_id: client.id.clone(), generation: client.generation });
+                self.shared
+                    .router
+                    .do_send(router::Unregister { client_id: client.id.clone(), generation: client.generation });
                 ctx.stop();
             }
             None => ctx.stop(),

@@ -74,15 +74,9 @@ mod tests {
     #[test]
     fn round_trips() {
         assert_eq!(round_trip(PubAck { pkid: 1 }), [0x40, 0x02, 0x00, 0x01]);
-        assert_eq!(
-            round_trip(PubRec { pkid: 0x1234 }),
-            [0x50, 0x02, 0x12, 0x34]
-        );
+        assert_eq!(round_trip(PubRec { pkid: 0x1234 }), [0x50, 0x02, 0x12, 0x34]);
         assert_eq!(round_trip(PubRel { pkid: 2 }), [0x62, 0x02, 0x00, 0x02]);
-        assert_eq!(
-            round_trip(PubComp { pkid: 0xffff }),
-            [0x70, 0x02, 0xff, 0xff]
-        );
+        assert_eq!(round_trip(PubComp { pkid: 0xffff }), [0x70, 0x02, 0xff, 0xff]);
         assert_eq!(round_trip(UnsubAck { pkid: 7 }), [0xb0, 0x02, 0x00, 0x07]);
     }
 
@@ -90,10 +84,7 @@ mod tests {
     fn packet_id_must_be_non_zero() {
         for (packet, first) in FIRST_BYTES {
             let err = Packet::read(frame(first, &[0x00, 0x00]));
-            assert!(
-                matches!(err, Err(DecodeError::ZeroPacketId { packet: p }) if p == packet),
-                "{packet}: {err:?}"
-            );
+            assert!(matches!(err, Err(DecodeError::ZeroPacketId { packet: p }) if p == packet), "{packet}: {err:?}");
         }
     }
 

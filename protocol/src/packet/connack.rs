@@ -56,14 +56,10 @@ impl fmt::Display for ConnectReturnCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ConnectReturnCode::Accepted => "connection accepted",
-            ConnectReturnCode::UnacceptableProtocolVersion => {
-                "connection refused: unacceptable protocol version"
-            }
+            ConnectReturnCode::UnacceptableProtocolVersion => "connection refused: unacceptable protocol version",
             ConnectReturnCode::IdentifierRejected => "connection refused: identifier rejected",
             ConnectReturnCode::ServerUnavailable => "connection refused: server unavailable",
-            ConnectReturnCode::BadUserNameOrPassword => {
-                "connection refused: bad user name or password"
-            }
+            ConnectReturnCode::BadUserNameOrPassword => "connection refused: bad user name or password",
             ConnectReturnCode::NotAuthorized => "connection refused: not authorized",
         })
     }
@@ -78,13 +74,9 @@ impl ConnAck {
             return Err(DecodeError::ConnAckReservedFlags(flags));
         }
         let code = r.u8("return code")?;
-        let code =
-            ConnectReturnCode::from_u8(code).ok_or(DecodeError::InvalidConnectReturnCode(code))?;
+        let code = ConnectReturnCode::from_u8(code).ok_or(DecodeError::InvalidConnectReturnCode(code))?;
         r.finish()?;
-        Ok(ConnAck {
-            session_present: flags & 0x01 != 0,
-            code,
-        })
+        Ok(ConnAck { session_present: flags & 0x01 != 0, code })
     }
 
     /// Encodes the packet.
@@ -108,22 +100,13 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let ack = ConnAck {
-            session_present: true,
-            code: ConnectReturnCode::Accepted,
-        };
+        let ack = ConnAck { session_present: true, code: ConnectReturnCode::Accepted };
         assert_eq!(round_trip(ack), [0x20, 0x02, 0x01, 0x00]);
-        let nack = ConnAck {
-            session_present: false,
-            code: ConnectReturnCode::NotAuthorized,
-        };
+        let nack = ConnAck { session_present: false, code: ConnectReturnCode::NotAuthorized };
         assert_eq!(round_trip(nack), [0x20, 0x02, 0x00, 0x05]);
         assert_eq!(
             read(&[0x00, 0x04]).expect("valid"),
-            Packet::ConnAck(ConnAck {
-                session_present: false,
-                code: ConnectReturnCode::BadUserNameOrPassword,
-            })
+            Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::BadUserNameOrPassword })
         );
     }
 
@@ -141,39 +124,24 @@ mod tests {
 
     #[test]
     fn reserved_acknowledge_flags_must_be_zero() {
-        assert!(matches!(
-            read(&[0x02, 0x00]),
-            Err(DecodeError::ConnAckReservedFlags(0x02))
-        ));
-        assert!(matches!(
-            read(&[0x81, 0x00]),
-            Err(DecodeError::ConnAckReservedFlags(0x81))
-        ));
+        assert!(matches!(read(&[0x02, 0x00]), Err(DecodeError::ConnAckReservedFlags(0x02))));
+        assert!(matches!(read(&[0x81, 0x00]), Err(DecodeError::ConnAckReservedFlags(0x81))));
     }
 
     #[test]
     fn unknown_return_code_is_an_error() {
-        assert!(matches!(
-            read(&[0x00, 0x06]),
-            Err(DecodeError::InvalidConnectReturnCode(6))
-        ));
+        assert!(matches!(read(&[0x00, 0x06]), Err(DecodeError::InvalidConnectReturnCode(6))));
     }
 
     #[test]
     fn length_must_be_exactly_two() {
         assert!(matches!(
             read(&[0x00]),
-            Err(DecodeError::BodyTooShort {
-                packet: PacketType::ConnAck,
-                field: "return code"
-            })
+            Err(DecodeError::BodyTooShort { packet: PacketType::ConnAck, field: "return code" })
         ));
         assert!(matches!(
             read(&[0x00, 0x00, 0x00]),
-            Err(DecodeError::TrailingBytes {
-                packet: PacketType::ConnAck,
-                extra: 1
-            })
+            Err(DecodeError::TrailingBytes { packet: PacketType::ConnAck, extra: 1 })
         ));
     }
 }

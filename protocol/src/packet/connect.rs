@@ -69,19 +69,12 @@ impl Connect {
             if protocol_level == PROTOCOL_LEVEL {
                 err
             } else {
-                DecodeError::UnsupportedProtocolLevel {
-                    level: protocol_level,
-                    source: Box::new(err),
-                }
+                DecodeError::UnsupportedProtocolLevel { level: protocol_level, source: Box::new(err) }
             }
         })
     }
 
-    fn read_after_level(
-        protocol_name: ByteString,
-        protocol_level: u8,
-        mut r: Reader,
-    ) -> Result<Connect, DecodeError> {
+    fn read_after_level(protocol_name: ByteString, protocol_level: u8, mut r: Reader) -> Result<Connect, DecodeError> {
         let flags = r.u8("connect flags")?;
         if flags & RESERVED != 0 {
             return Err(DecodeError::ConnectReservedFlag);
@@ -95,10 +88,7 @@ impl Connect {
         if !will_flag && will_retain {
             return Err(DecodeError::WillRetainWithoutWill);
         }
-        let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::InvalidQoS {
-            packet: PACKET,
-            field: "will QoS",
-        })?;
+        let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::InvalidQoS { packet: PACKET, field: "will QoS" })?;
         let username_flag = flags & USERNAME != 0;
         let password_flag = flags & PASSWORD != 0;
         if password_flag && !username_flag {
@@ -110,17 +100,9 @@ impl Connect {
         let client_id = r.string("client identifier")?;
         let will = if will_flag {
             let topic = r.string("will topic")?;
-            validate_topic_name(&topic).map_err(|source| DecodeError::InvalidTopicName {
-                packet: PACKET,
-                source,
-            })?;
+            validate_topic_name(&topic).map_err(|source| DecodeError::InvalidTopicName { packet: PACKET, source })?;
             let message = r.binary("will message")?;
-            Some(LastWill {
-                topic,
-                message,
-                qos: will_qos,
-                retain: will_retain,
-            })
+            Some(LastWill { topic, message, qos: will_qos, retain: will_retain })
         } else {
             None
         };
@@ -254,19 +236,13 @@ mod tests {
             password: Some(Bytes::from_static(&[0xc3, 0x28])),
             ..minimal()
         };
-        assert_eq!(
-            read(&body).expect("valid"),
-            Packet::Connect(expected.clone())
-        );
+        assert_eq!(read(&body).expect("valid"), Packet::Connect(expected.clone()));
         assert_eq!(round_trip(expected).get(2..), Some(&body[..]));
     }
 
     #[test]
     fn protocol_name_and_level_are_not_validated() {
-        let body = [
-            0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, 0x02, 0x00, 0x00, 0x00, 0x01,
-            b'x',
-        ];
+        let body = [0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, 0x02, 0x00, 0x00, 0x00, 0x01, b'x'];
         let Packet::Connect(connect) = read(&body).expect("valid") else {
             panic!("not a CONNECT");
         };
@@ -277,14 +253,8 @@ mod tests {
     #[test]
     fn mqtt5_connect_is_an_unsupported_level() {
         // MQTT 5: a properties length (0) follows keep alive.
-        let body = [
-            0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x02, b'i',
-            b'd',
-        ];
-        assert!(matches!(
-            read(&body),
-            Err(DecodeError::UnsupportedProtocolLevel { level: 5, .. })
-        ));
+        let body = [0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x02, b'i', b'd'];
+        assert!(matches!(read(&body), Err(DecodeError::UnsupportedProtocolLevel { level: 5, .. })));
     }
 
     #[test]
@@ -298,39 +268,24 @@ mod tests {
     fn will_qos_and_retain_require_the_will_flag() {
         let mut body = header(0x08); // will QoS 1, no will
         body.extend_from_slice(&[0x00, 0x00]);
-        assert!(matches!(
-            read(&body),
-            Err(DecodeError::WillQoSWithoutWill(1))
-        ));
+        assert!(matches!(read(&body), Err(DecodeError::WillQoSWithoutWill(1))));
         let mut body = header(0x20); // will retain, no will
         body.extend_from_slice(&[0x00, 0x00]);
-        assert!(matches!(
-            read(&body),
-            Err(DecodeError::WillRetainWithoutWill)
-        ));
+        assert!(matches!(read(&body), Err(DecodeError::WillRetainWithoutWill)));
     }
 
     #[test]
     fn will_qos_3_is_an_error() {
         let mut body = header(0x1c);
         body.extend_from_slice(&[0x00, 0x00, 0x00, 0x01, b't', 0x00, 0x00]);
-        assert!(matches!(
-            read(&body),
-            Err(DecodeError::InvalidQoS {
-                packet: PacketType::Connect,
-                field: "will QoS"
-            })
-        ));
+        assert!(matches!(read(&body), Err(DecodeError::InvalidQoS { packet: PacketType::Connect, field: "will QoS" })));
     }
 
     #[test]
     fn password_requires_user_name() {
         let mut body = header(0x40);
         body.extend_from_slice(&[0x00, 0x00, 0x00, 0x01, b'p']);
-        assert!(matches!(
-            read(&body),
-            Err(DecodeError::PasswordWithoutUsername)
-        ));
+        assert!(matches!(read(&body), Err(DecodeError::PasswordWithoutUsername)));
     }
 
     #[test]
@@ -339,20 +294,11 @@ mod tests {
         body.extend_from_slice(&[0x00, 0x00, 0x00, 0x03, b'a', b'/', b'#', 0x00, 0x00]);
         assert!(matches!(
             read(&body),
-            Err(DecodeError::InvalidTopicName {
-                packet: PacketType::Connect,
-                source: TopicError::WildcardInName
-            })
+            Err(DecodeError::InvalidTopicName { packet: PacketType::Connect, source: TopicError::WildcardInName })
         ));
         let mut body = header(0x04);
         body.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
-        assert!(matches!(
-            read(&body),
-            Err(DecodeError::InvalidTopicName {
-                source: TopicError::Empty,
-                ..
-            })
-        ));
+        assert!(matches!(read(&body), Err(DecodeError::InvalidTopicName { source: TopicError::Empty, .. })));
     }
 
     #[test]
@@ -362,32 +308,18 @@ mod tests {
         body.extend_from_slice(&[0x00, 0x00]);
         assert!(matches!(
             read(&body),
-            Err(DecodeError::BodyTooShort {
-                packet: PacketType::Connect,
-                field: "will topic"
-            })
+            Err(DecodeError::BodyTooShort { packet: PacketType::Connect, field: "will topic" })
         ));
         // User name flag set but no user name.
         let mut body = header(0x80);
         body.extend_from_slice(&[0x00, 0x00]);
-        assert!(matches!(
-            read(&body),
-            Err(DecodeError::BodyTooShort {
-                field: "user name",
-                ..
-            })
-        ));
+        assert!(matches!(read(&body), Err(DecodeError::BodyTooShort { field: "user name", .. })));
         // Password longer than the packet.
         let mut body = header(0xc0);
         body.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 0x00, 0x09, b'p']);
         assert!(matches!(
             read(&body),
-            Err(DecodeError::FieldExceedsPacket {
-                field: "password",
-                declared: 9,
-                remaining: 1,
-                ..
-            })
+            Err(DecodeError::FieldExceedsPacket { field: "password", declared: 9, remaining: 1, .. })
         ));
     }
 
@@ -396,60 +328,30 @@ mod tests {
         // A user name without its flag is trailing garbage.
         let mut body = header(0x02);
         body.extend_from_slice(&[0x00, 0x00, 0x00, 0x01, b'u']);
-        assert!(matches!(
-            read(&body),
-            Err(DecodeError::TrailingBytes {
-                packet: PacketType::Connect,
-                extra: 3
-            })
-        ));
+        assert!(matches!(read(&body), Err(DecodeError::TrailingBytes { packet: PacketType::Connect, extra: 3 })));
     }
 
     #[test]
     fn truncated_variable_header() {
         assert!(matches!(
             read(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00]),
-            Err(DecodeError::BodyTooShort {
-                field: "keep alive",
-                ..
-            })
+            Err(DecodeError::BodyTooShort { field: "keep alive", .. })
         ));
         assert!(matches!(
             read(&[0x00, 0x04, b'M', b'Q']),
-            Err(DecodeError::FieldExceedsPacket {
-                field: "protocol name",
-                ..
-            })
+            Err(DecodeError::FieldExceedsPacket { field: "protocol name", .. })
         ));
-        assert!(matches!(
-            read(&header(0x02)),
-            Err(DecodeError::BodyTooShort {
-                field: "client identifier",
-                ..
-            })
-        ));
+        assert!(matches!(read(&header(0x02)), Err(DecodeError::BodyTooShort { field: "client identifier", .. })));
     }
 
     #[test]
     fn client_id_must_be_utf8_without_nul() {
         let mut body = header(0x02);
         body.extend_from_slice(&[0x00, 0x01, 0xff]);
-        assert!(matches!(
-            read(&body),
-            Err(DecodeError::InvalidUtf8 {
-                field: "client identifier",
-                ..
-            })
-        ));
+        assert!(matches!(read(&body), Err(DecodeError::InvalidUtf8 { field: "client identifier", .. })));
         let mut body = header(0x02);
         body.extend_from_slice(&[0x00, 0x01, 0x00]);
-        assert!(matches!(
-            read(&body),
-            Err(DecodeError::NullCharacter {
-                field: "client identifier",
-                ..
-            })
-        ));
+        assert!(matches!(read(&body), Err(DecodeError::NullCharacter { field: "client identifier", .. })));
     }
 
     #[test]
@@ -462,23 +364,10 @@ mod tests {
         let mut buf = BytesMut::new();
         assert!(matches!(
             connect.write(&mut buf),
-            Err(EncodeError::FieldTooLong {
-                packet: PacketType::Connect,
-                field: "password",
-                len: 65_536
-            })
+            Err(EncodeError::FieldTooLong { packet: PacketType::Connect, field: "password", len: 65_536 })
         ));
         assert!(buf.is_empty());
-        let connect = Connect {
-            client_id: ByteString::from("c".repeat(65_536)),
-            ..minimal()
-        };
-        assert!(matches!(
-            connect.write(&mut buf),
-            Err(EncodeError::FieldTooLong {
-                field: "client identifier",
-                ..
-            })
-        ));
+        let connect = Connect { client_id: ByteString::from("c".repeat(65_536)), ..minimal() };
+        assert!(matches!(connect.write(&mut buf), Err(EncodeError::FieldTooLong { field: "client identifier", .. })));
     }
 }

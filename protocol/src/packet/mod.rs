@@ -138,8 +138,7 @@ impl FixedHeader {
         let Some(&first) = buf.first() else {
             return Ok(None);
         };
-        let packet_type =
-            PacketType::from_u8(first >> 4).ok_or(DecodeError::InvalidPacketType(first >> 4))?;
+        let packet_type = PacketType::from_u8(first >> 4).ok_or(DecodeError::InvalidPacketType(first >> 4))?;
         let mut remaining_length = 0usize;
         for (i, &byte) in buf.iter().skip(1).take(4).enumerate() {
             remaining_length += usize::from(byte & 0x7f) << (7 * i);
@@ -147,17 +146,9 @@ impl FixedHeader {
             if byte & 0x80 == 0 {
                 let size = header_len + remaining_length;
                 if size > max_packet_size {
-                    return Err(DecodeError::PacketTooLarge {
-                        size,
-                        max: max_packet_size,
-                    });
+                    return Err(DecodeError::PacketTooLarge { size, max: max_packet_size });
                 }
-                return Ok(Some(FixedHeader {
-                    packet_type,
-                    flags: first & 0x0f,
-                    header_len,
-                    remaining_length,
-                }));
+                return Ok(Some(FixedHeader { packet_type, flags: first & 0x0f, header_len, remaining_length }));
             }
             if i == 3 {
                 return Err(DecodeError::MalformedRemainingLength);
@@ -165,10 +156,7 @@ impl FixedHeader {
             // Another length byte follows, so the packet is at least this big.
             let size = header_len + 1 + remaining_length;
             if size > max_packet_size {
-                return Err(DecodeError::PacketTooLarge {
-                    size,
-                    max: max_packet_size,
-                });
+                return Err(DecodeError::PacketTooLarge { size, max: max_packet_size });
             }
         }
         Ok(None)
@@ -182,11 +170,9 @@ impl FixedHeader {
     /// Checks the flags against table 2.2 [MQTT-2.2.2-1] [MQTT-2.2.2-2].
     fn check_flags(&self) -> Result<(), DecodeError> {
         match self.packet_type.required_flags() {
-            Some(expected) if expected != self.flags => Err(DecodeError::InvalidFixedHeaderFlags {
-                packet: self.packet_type,
-                actual: self.flags,
-                expected,
-            }),
+            Some(expected) if expected != self.flags => {
+                Err(DecodeError::InvalidFixedHeaderFlags { packet: self.packet_type, actual: self.flags, expected })
+            }
             _ => Ok(()),
         }
     }
@@ -197,9 +183,7 @@ impl FixedHeader {
 /// than 4 bytes) or a packet larger than `max_packet_size` bytes in total — before any of its
 /// body is buffered. Also fails on an unknown packet type (0 or 15) from the first byte alone.
 pub fn frame_len(buf: &[u8], max_packet_size: usize) -> Result<Option<usize>, DecodeError> {
-    Ok(FixedHeader::read(buf, max_packet_size)?
-        .map(|header| header.frame_len())
-        .filter(|&len| len <= buf.len()))
+    Ok(FixedHeader::read(buf, max_packet_size)?.map(|header| header.frame_len()).filter(|&len| len <= buf.len()))
 }
 
 /// One MQTT 3.1.1 control packet.
@@ -225,8 +209,7 @@ impl Packet {
     /// Decodes exactly one whole packet: `frame` holds the fixed header and the full remaining
     /// length, as delimited by [`frame_len`]. Strings and payloads are zero-copy slices of `frame`.
     pub fn read(frame: Bytes) -> Result<Packet, DecodeError> {
-        let header = FixedHeader::read(&frame, usize::MAX)?
-            .ok_or(DecodeError::IncompleteHeader(frame.len()))?;
+        let header = FixedHeader::read(&frame, usize::MAX)?.ok_or(DecodeError::IncompleteHeader(frame.len()))?;
         if header.frame_len() != frame.len() {
             return Err(DecodeError::FrameLengthMismatch {
                 packet: header.packet_type,
@@ -353,10 +336,7 @@ impl Reader {
     }
 
     fn too_short(&self, field: &'static str) -> DecodeError {
-        DecodeError::BodyTooShort {
-            packet: self.packet,
-            field,
-        }
+        DecodeError::BodyTooShort { packet: self.packet, field }
     }
 
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
@@ -376,9 +356,7 @@ impl Reader {
     /// A packet identifier, which must be non-zero [MQTT-2.3.1-1].
     pub(crate) fn packet_id(&mut self) -> Result<u16, DecodeError> {
         match self.u16("packet identifier")? {
-            0 => Err(DecodeError::ZeroPacketId {
-                packet: self.packet,
-            }),
+            0 => Err(DecodeError::ZeroPacketId { packet: self.packet }),
             id => Ok(id),
         }
     }
@@ -402,15 +380,9 @@ impl Reader {
         let bytes = self.binary(field)?;
         // In UTF-8 the byte 0 only ever encodes U+0000.
         if bytes.contains(&0) {
-            return Err(DecodeError::NullCharacter {
-                packet: self.packet,
-                field,
-            });
+            return Err(DecodeError::NullCharacter { packet: self.packet, field });
         }
-        ByteString::try_from(bytes).map_err(|_| DecodeError::InvalidUtf8 {
-            packet: self.packet,
-            field,
-        })
+        ByteString::try_from(bytes).map_err(|_| DecodeError::InvalidUtf8 { packet: self.packet, field })
     }
 
     /// Everything left: the PUBLISH payload.
@@ -423,10 +395,7 @@ impl Reader {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(DecodeError::TrailingBytes {
-                packet: self.packet,
-                extra: self.buf.len(),
-            })
+            Err(DecodeError::TrailingBytes { packet: self.packet, extra: self.buf.len() })
         }
     }
 }
@@ -435,11 +404,7 @@ impl Reader {
 ///
 /// Writers call this for every field while computing the remaining length, before writing
 /// anything, so that [`put_field`] can never truncate and a failed write leaves `buf` untouched.
-pub(crate) fn field_len(
-    packet: PacketType,
-    field: &'static str,
-    len: usize,
-) -> Result<usize, EncodeError> {
+pub(crate) fn field_len(packet: PacketType, field: &'static str, len: usize) -> Result<usize, EncodeError> {
     if len > MAX_FIELD_LEN {
         return Err(EncodeError::FieldTooLong { packet, field, len });
     }
@@ -455,11 +420,7 @@ pub(crate) fn put_field(buf: &mut BytesMut, bytes: &[u8]) {
 
 /// Checks the remaining length, reserves the whole packet in `buf` and writes the fixed header
 /// with the flags table 2.2 requires.
-pub(crate) fn put_header(
-    buf: &mut BytesMut,
-    packet: PacketType,
-    remaining_length: usize,
-) -> Result<(), EncodeError> {
+pub(crate) fn put_header(buf: &mut BytesMut, packet: PacketType, remaining_length: usize) -> Result<(), EncodeError> {
     let flags = packet.required_flags().unwrap_or(0);
     put_header_with_flags(buf, packet, flags, remaining_length)
 }
@@ -472,10 +433,7 @@ pub(crate) fn put_header_with_flags(
     remaining_length: usize,
 ) -> Result<(), EncodeError> {
     if remaining_length > MAX_REMAINING_LENGTH {
-        return Err(EncodeError::PacketTooLarge {
-            packet,
-            len: remaining_length,
-        });
+        return Err(EncodeError::PacketTooLarge { packet, len: remaining_length });
     }
     let length_bytes = match remaining_length {
         0..=127 => 1,
@@ -563,9 +521,7 @@ mod tests {
             let mut buf = BytesMut::new();
             put_header(&mut buf, PacketType::PubAck, len).expect("encodes");
             assert_eq!(buf.get(1..), Some(encoded), "{len}");
-            let header = FixedHeader::read(&buf, usize::MAX)
-                .expect("valid")
-                .expect("complete");
+            let header = FixedHeader::read(&buf, usize::MAX).expect("valid").expect("complete");
             assert_eq!(header.remaining_length, len);
             assert_eq!(header.header_len, 1 + encoded.len());
             assert!(buf.capacity() >= header.frame_len());
@@ -576,45 +532,24 @@ mod tests {
     fn remaining_length_over_the_maximum_is_an_encode_error() {
         let mut buf = BytesMut::new();
         let err = put_header(&mut buf, PacketType::PubAck, MAX_REMAINING_LENGTH + 1);
-        assert!(matches!(
-            err,
-            Err(EncodeError::PacketTooLarge {
-                len: 268_435_456,
-                ..
-            })
-        ));
+        assert!(matches!(err, Err(EncodeError::PacketTooLarge { len: 268_435_456, .. })));
         assert!(buf.is_empty());
     }
 
     #[test]
     fn fifth_length_byte_is_malformed() {
         let buf = [0x30, 0x80, 0x80, 0x80, 0x80, 0x01];
-        assert!(matches!(
-            frame_len(&buf, usize::MAX),
-            Err(DecodeError::MalformedRemainingLength)
-        ));
+        assert!(matches!(frame_len(&buf, usize::MAX), Err(DecodeError::MalformedRemainingLength)));
         // Detected from the fourth byte's continuation bit, without waiting for the fifth.
-        assert!(matches!(
-            frame_len(&buf[..5], usize::MAX),
-            Err(DecodeError::MalformedRemainingLength)
-        ));
+        assert!(matches!(frame_len(&buf[..5], usize::MAX), Err(DecodeError::MalformedRemainingLength)));
         assert!(matches!(frame_len(&buf[..4], usize::MAX), Ok(None)));
     }
 
     #[test]
     fn reserved_packet_types_fail_from_the_first_byte() {
-        assert!(matches!(
-            frame_len(&[0x00], 1024),
-            Err(DecodeError::InvalidPacketType(0))
-        ));
-        assert!(matches!(
-            frame_len(&[0xf0], 1024),
-            Err(DecodeError::InvalidPacketType(15))
-        ));
-        assert!(matches!(
-            Packet::read(Bytes::from_static(&[0xf0, 0x00])),
-            Err(DecodeError::InvalidPacketType(15))
-        ));
+        assert!(matches!(frame_len(&[0x00], 1024), Err(DecodeError::InvalidPacketType(0))));
+        assert!(matches!(frame_len(&[0xf0], 1024), Err(DecodeError::InvalidPacketType(15))));
+        assert!(matches!(Packet::read(Bytes::from_static(&[0xf0, 0x00])), Err(DecodeError::InvalidPacketType(15))));
     }
 
     #[test]
@@ -623,15 +558,9 @@ mod tests {
         assert!(matches!(frame_len(&[0x40], 1024), Ok(None)));
         assert!(matches!(frame_len(&[0x40, 0x02], 1024), Ok(None)));
         assert!(matches!(frame_len(&[0x40, 0x02, 0x00], 1024), Ok(None)));
-        assert!(matches!(
-            frame_len(&[0x40, 0x02, 0x00, 0x01], 1024),
-            Ok(Some(4))
-        ));
+        assert!(matches!(frame_len(&[0x40, 0x02, 0x00, 0x01], 1024), Ok(Some(4))));
         // Bytes of the next packet do not change the answer.
-        assert!(matches!(
-            frame_len(&[0x40, 0x02, 0x00, 0x01, 0xc0], 1024),
-            Ok(Some(4))
-        ));
+        assert!(matches!(frame_len(&[0x40, 0x02, 0x00, 0x01, 0xc0], 1024), Ok(Some(4))));
     }
 
     #[test]
@@ -639,25 +568,13 @@ mod tests {
         // 4 + 200 = 204 bytes declared, max 100: rejected with only the header seen.
         assert!(matches!(
             frame_len(&[0x30, 0xc8, 0x01], 100),
-            Err(DecodeError::PacketTooLarge {
-                size: 203,
-                max: 100
-            })
+            Err(DecodeError::PacketTooLarge { size: 203, max: 100 })
         ));
         // A continuation byte alone already shows at least 2 + 1 + 127 bytes.
-        assert!(matches!(
-            frame_len(&[0x30, 0xff], 100),
-            Err(DecodeError::PacketTooLarge {
-                size: 130,
-                max: 100
-            })
-        ));
+        assert!(matches!(frame_len(&[0x30, 0xff], 100), Err(DecodeError::PacketTooLarge { size: 130, max: 100 })));
         // Exactly the maximum is allowed.
         assert!(matches!(frame_len(&[0xc0, 0x00], 2), Ok(Some(2))));
-        assert!(matches!(
-            frame_len(&[0xc0, 0x00], 1),
-            Err(DecodeError::PacketTooLarge { size: 2, max: 1 })
-        ));
+        assert!(matches!(frame_len(&[0xc0, 0x00], 1), Err(DecodeError::PacketTooLarge { size: 2, max: 1 })));
     }
 
     #[test]
@@ -665,69 +582,40 @@ mod tests {
         // PUBACK with flags 0b0001.
         assert!(matches!(
             Packet::read(Bytes::from_static(&[0x41, 0x02, 0x00, 0x01])),
-            Err(DecodeError::InvalidFixedHeaderFlags {
-                packet: PacketType::PubAck,
-                actual: 0b0001,
-                expected: 0b0000
-            })
+            Err(DecodeError::InvalidFixedHeaderFlags { packet: PacketType::PubAck, actual: 0b0001, expected: 0b0000 })
         ));
         // PUBREL with flags 0b0000 instead of 0b0010.
         assert!(matches!(
             Packet::read(Bytes::from_static(&[0x60, 0x02, 0x00, 0x01])),
-            Err(DecodeError::InvalidFixedHeaderFlags {
-                packet: PacketType::PubRel,
-                actual: 0,
-                expected: 0b0010
-            })
+            Err(DecodeError::InvalidFixedHeaderFlags { packet: PacketType::PubRel, actual: 0, expected: 0b0010 })
         ));
         // SUBSCRIBE and UNSUBSCRIBE with flags 0.
         assert!(matches!(
-            Packet::read(Bytes::from_static(&[
-                0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00
-            ])),
-            Err(DecodeError::InvalidFixedHeaderFlags {
-                packet: PacketType::Subscribe,
-                ..
-            })
+            Packet::read(Bytes::from_static(&[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00])),
+            Err(DecodeError::InvalidFixedHeaderFlags { packet: PacketType::Subscribe, .. })
         ));
         assert!(matches!(
-            Packet::read(Bytes::from_static(&[
-                0xa0, 0x05, 0x00, 0x01, 0x00, 0x01, b'a'
-            ])),
-            Err(DecodeError::InvalidFixedHeaderFlags {
-                packet: PacketType::Unsubscribe,
-                ..
-            })
+            Packet::read(Bytes::from_static(&[0xa0, 0x05, 0x00, 0x01, 0x00, 0x01, b'a'])),
+            Err(DecodeError::InvalidFixedHeaderFlags { packet: PacketType::Unsubscribe, .. })
         ));
         // PINGREQ and DISCONNECT with flags set.
         assert!(matches!(
             Packet::read(Bytes::from_static(&[0xc8, 0x00])),
-            Err(DecodeError::InvalidFixedHeaderFlags {
-                packet: PacketType::PingReq,
-                ..
-            })
+            Err(DecodeError::InvalidFixedHeaderFlags { packet: PacketType::PingReq, .. })
         ));
         assert!(matches!(
             Packet::read(Bytes::from_static(&[0xe2, 0x00])),
-            Err(DecodeError::InvalidFixedHeaderFlags {
-                packet: PacketType::Disconnect,
-                ..
-            })
+            Err(DecodeError::InvalidFixedHeaderFlags { packet: PacketType::Disconnect, .. })
         ));
     }
 
     #[test]
     fn empty_packets_round_trip() {
-        for (packet, bytes) in [
-            (Packet::PingReq, [0xc0, 0x00]),
-            (Packet::PingResp, [0xd0, 0x00]),
-            (Packet::Disconnect, [0xe0, 0x00]),
-        ] {
+        for (packet, bytes) in
+            [(Packet::PingReq, [0xc0, 0x00]), (Packet::PingResp, [0xd0, 0x00]), (Packet::Disconnect, [0xe0, 0x00])]
+        {
             assert_eq!(&encode(&packet)[..], &bytes[..]);
-            assert_eq!(
-                Packet::read(Bytes::copy_from_slice(&bytes)).expect("valid"),
-                packet
-            );
+            assert_eq!(Packet::read(Bytes::copy_from_slice(&bytes)).expect("valid"), packet);
         }
     }
 
@@ -735,24 +623,15 @@ mod tests {
     fn empty_packets_with_a_body_are_errors() {
         assert!(matches!(
             Packet::read(Bytes::from_static(&[0xc0, 0x01, 0x00])),
-            Err(DecodeError::TrailingBytes {
-                packet: PacketType::PingReq,
-                extra: 1
-            })
+            Err(DecodeError::TrailingBytes { packet: PacketType::PingReq, extra: 1 })
         ));
         assert!(matches!(
             Packet::read(Bytes::from_static(&[0xd0, 0x02, 0x00, 0x00])),
-            Err(DecodeError::TrailingBytes {
-                packet: PacketType::PingResp,
-                extra: 2
-            })
+            Err(DecodeError::TrailingBytes { packet: PacketType::PingResp, extra: 2 })
         ));
         assert!(matches!(
             Packet::read(Bytes::from_static(&[0xe0, 0x01, 0xff])),
-            Err(DecodeError::TrailingBytes {
-                packet: PacketType::Disconnect,
-                extra: 1
-            })
+            Err(DecodeError::TrailingBytes { packet: PacketType::Disconnect, extra: 1 })
         ));
     }
 
@@ -760,70 +639,36 @@ mod tests {
     fn frame_must_be_exactly_the_declared_length() {
         assert!(matches!(
             Packet::read(Bytes::from_static(&[0x40, 0x02, 0x00])),
-            Err(DecodeError::FrameLengthMismatch {
-                packet: PacketType::PubAck,
-                declared: 4,
-                actual: 3
-            })
+            Err(DecodeError::FrameLengthMismatch { packet: PacketType::PubAck, declared: 4, actual: 3 })
         ));
         assert!(matches!(
             Packet::read(Bytes::from_static(&[0xc0, 0x00, 0xc0, 0x00])),
-            Err(DecodeError::FrameLengthMismatch {
-                packet: PacketType::PingReq,
-                declared: 2,
-                actual: 4
-            })
+            Err(DecodeError::FrameLengthMismatch { packet: PacketType::PingReq, declared: 2, actual: 4 })
         ));
-        assert!(matches!(
-            Packet::read(Bytes::new()),
-            Err(DecodeError::IncompleteHeader(0))
-        ));
-        assert!(matches!(
-            Packet::read(Bytes::from_static(&[0x30, 0x80])),
-            Err(DecodeError::IncompleteHeader(2))
-        ));
+        assert!(matches!(Packet::read(Bytes::new()), Err(DecodeError::IncompleteHeader(0))));
+        assert!(matches!(Packet::read(Bytes::from_static(&[0x30, 0x80])), Err(DecodeError::IncompleteHeader(2))));
     }
 
     #[test]
     fn strings_are_checked() {
-        let read = |body: &'static [u8]| {
-            Reader::new(PacketType::Publish, Bytes::from_static(body)).string("topic name")
-        };
+        let read =
+            |body: &'static [u8]| Reader::new(PacketType::Publish, Bytes::from_static(body)).string("topic name");
         assert_eq!(read(&[0x00, 0x02, b'h', b'i']).expect("valid"), "hi");
         assert_eq!(read(&[0x00, 0x00]).expect("valid"), "");
-        assert!(matches!(
-            read(&[0x00]),
-            Err(DecodeError::BodyTooShort {
-                field: "topic name",
-                ..
-            })
-        ));
+        assert!(matches!(read(&[0x00]), Err(DecodeError::BodyTooShort { field: "topic name", .. })));
         assert!(matches!(
             read(&[0x00, 0x05, b'h', b'i']),
-            Err(DecodeError::FieldExceedsPacket {
-                declared: 5,
-                remaining: 2,
-                ..
-            })
+            Err(DecodeError::FieldExceedsPacket { declared: 5, remaining: 2, .. })
         ));
         assert!(matches!(
             read(&[0x00, 0x02, 0xc3, 0x28]),
-            Err(DecodeError::InvalidUtf8 {
-                packet: PacketType::Publish,
-                field: "topic name"
-            })
+            Err(DecodeError::InvalidUtf8 { packet: PacketType::Publish, field: "topic name" })
         ));
         // A UTF-16 surrogate encoded as UTF-8 (U+D800) is not valid UTF-8.
-        assert!(matches!(
-            read(&[0x00, 0x03, 0xed, 0xa0, 0x80]),
-            Err(DecodeError::InvalidUtf8 { .. })
-        ));
+        assert!(matches!(read(&[0x00, 0x03, 0xed, 0xa0, 0x80]), Err(DecodeError::InvalidUtf8 { .. })));
         assert!(matches!(
             read(&[0x00, 0x03, b'a', 0x00, b'b']),
-            Err(DecodeError::NullCharacter {
-                packet: PacketType::Publish,
-                field: "topic name"
-            })
+            Err(DecodeError::NullCharacter { packet: PacketType::Publish, field: "topic name" })
         ));
     }
 
@@ -833,19 +678,14 @@ mod tests {
             field_len(PacketType::Connect, "client identifier", 65_536),
             Err(EncodeError::FieldTooLong { len: 65_536, .. })
         ));
-        assert!(matches!(
-            field_len(PacketType::Connect, "client identifier", 65_535),
-            Ok(65_537)
-        ));
+        assert!(matches!(field_len(PacketType::Connect, "client identifier", 65_535), Ok(65_537)));
     }
 
     #[test]
     fn strings_are_zero_copy_slices_of_the_frame() {
         let frame = Bytes::from_static(&[0x00, 0x03, b'a', b'b', b'c']);
         let start = frame.as_ptr();
-        let s = Reader::new(PacketType::Publish, frame)
-            .string("topic name")
-            .expect("valid");
+        let s = Reader::new(PacketType::Publish, frame).string("topic name").expect("valid");
         assert_eq!(s.as_bytes().as_ptr(), start.wrapping_add(2));
     }
 }

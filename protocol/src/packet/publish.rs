@@ -33,32 +33,20 @@ pub struct Publish {
 impl Publish {
     /// Decodes a PUBLISH from the fixed header flags (DUP, QoS, RETAIN) and the body.
     pub fn read(flags: u8, body: Bytes) -> Result<Publish, DecodeError> {
-        let qos = QoS::from_u8((flags >> QOS_SHIFT) & 0x03).ok_or(DecodeError::InvalidQoS {
-            packet: PACKET,
-            field: "QoS",
-        })?;
+        let qos = QoS::from_u8((flags >> QOS_SHIFT) & 0x03)
+            .ok_or(DecodeError::InvalidQoS { packet: PACKET, field: "QoS" })?;
         let dup = flags & DUP != 0;
         if dup && qos == QoS::AtMostOnce {
             return Err(DecodeError::DupWithQoS0);
         }
         let mut r = Reader::new(PACKET, body);
         let topic = r.string("topic name")?;
-        validate_topic_name(&topic).map_err(|source| DecodeError::InvalidTopicName {
-            packet: PACKET,
-            source,
-        })?;
+        validate_topic_name(&topic).map_err(|source| DecodeError::InvalidTopicName { packet: PACKET, source })?;
         let pkid = match qos {
             QoS::AtMostOnce => 0,
             QoS::AtLeastOnce | QoS::ExactlyOnce => r.packet_id()?,
         };
-        Ok(Publish {
-            dup,
-            qos,
-            retain: flags & RETAIN != 0,
-            topic,
-            pkid,
-            payload: r.rest(),
-        })
+        Ok(Publish { dup, qos, retain: flags & RETAIN != 0, topic, pkid, payload: r.rest() })
     }
 
     /// Encodes the packet. With QoS 0 `pkid` is not written; DUP is written as given.
@@ -105,28 +93,15 @@ mod tests {
     #[test]
     fn qos0_has_no_packet_id() {
         let p = publish(QoS::AtMostOnce, 0, b"hi");
-        assert_eq!(
-            round_trip(p),
-            [0x30, 0x07, 0x00, 0x03, b'a', b'/', b'b', b'h', b'i']
-        );
+        assert_eq!(round_trip(p), [0x30, 0x07, 0x00, 0x03, b'a', b'/', b'b', b'h', b'i']);
     }
 
     #[test]
     fn qos1_and_qos2_carry_a_packet_id() {
-        let p = Publish {
-            dup: true,
-            retain: true,
-            ..publish(QoS::AtLeastOnce, 10, b"x")
-        };
-        assert_eq!(
-            round_trip(p),
-            [0x3b, 0x08, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0a, b'x']
-        );
+        let p = Publish { dup: true, retain: true, ..publish(QoS::AtLeastOnce, 10, b"x") };
+        assert_eq!(round_trip(p), [0x3b, 0x08, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0a, b'x']);
         let p = publish(QoS::ExactlyOnce, 0xffff, b"");
-        assert_eq!(
-            round_trip(p),
-            [0x34, 0x07, 0x00, 0x03, b'a', b'/', b'b', 0xff, 0xff]
-        );
+        assert_eq!(round_trip(p), [0x34, 0x07, 0x00, 0x03, b'a', b'/', b'b', 0xff, 0xff]);
     }
 
     #[test]
@@ -157,57 +132,36 @@ mod tests {
     fn qos_3_is_an_error() {
         assert!(matches!(
             Packet::read(frame(0x36, &[0x00, 0x01, b't', 0x00, 0x01])),
-            Err(DecodeError::InvalidQoS {
-                packet: PacketType::Publish,
-                field: "QoS"
-            })
+            Err(DecodeError::InvalidQoS { packet: PacketType::Publish, field: "QoS" })
         ));
     }
 
     #[test]
     fn dup_with_qos0_is_an_error() {
-        assert!(matches!(
-            Packet::read(frame(0x38, &[0x00, 0x01, b't'])),
-            Err(DecodeError::DupWithQoS0)
-        ));
+        assert!(matches!(Packet::read(frame(0x38, &[0x00, 0x01, b't'])), Err(DecodeError::DupWithQoS0)));
     }
 
     #[test]
     fn topic_must_be_a_valid_name() {
         assert!(matches!(
             Packet::read(frame(0x30, &[0x00, 0x03, b'a', b'/', b'+'])),
-            Err(DecodeError::InvalidTopicName {
-                packet: PacketType::Publish,
-                source: TopicError::WildcardInName
-            })
+            Err(DecodeError::InvalidTopicName { packet: PacketType::Publish, source: TopicError::WildcardInName })
         ));
         assert!(matches!(
             Packet::read(frame(0x30, &[0x00, 0x01, b'#'])),
-            Err(DecodeError::InvalidTopicName {
-                source: TopicError::WildcardInName,
-                ..
-            })
+            Err(DecodeError::InvalidTopicName { source: TopicError::WildcardInName, .. })
         ));
         assert!(matches!(
             Packet::read(frame(0x30, &[0x00, 0x00, b'x'])),
-            Err(DecodeError::InvalidTopicName {
-                source: TopicError::Empty,
-                ..
-            })
+            Err(DecodeError::InvalidTopicName { source: TopicError::Empty, .. })
         ));
         assert!(matches!(
             Packet::read(frame(0x30, &[0x00, 0x01, 0x00])),
-            Err(DecodeError::NullCharacter {
-                packet: PacketType::Publish,
-                field: "topic name"
-            })
+            Err(DecodeError::NullCharacter { packet: PacketType::Publish, field: "topic name" })
         ));
         assert!(matches!(
             Packet::read(frame(0x30, &[0x00, 0x01, 0x80])),
-            Err(DecodeError::InvalidUtf8 {
-                packet: PacketType::Publish,
-                ..
-            })
+            Err(DecodeError::InvalidUtf8 { packet: PacketType::Publish, .. })
         ));
     }
 
@@ -215,16 +169,11 @@ mod tests {
     fn packet_id_must_be_present_and_non_zero() {
         assert!(matches!(
             Packet::read(frame(0x32, &[0x00, 0x01, b't', 0x00, 0x00])),
-            Err(DecodeError::ZeroPacketId {
-                packet: PacketType::Publish
-            })
+            Err(DecodeError::ZeroPacketId { packet: PacketType::Publish })
         ));
         assert!(matches!(
             Packet::read(frame(0x34, &[0x00, 0x01, b't', 0x01])),
-            Err(DecodeError::BodyTooShort {
-                packet: PacketType::Publish,
-                field: "packet identifier"
-            })
+            Err(DecodeError::BodyTooShort { packet: PacketType::Publish, field: "packet identifier" })
         ));
     }
 
@@ -232,52 +181,32 @@ mod tests {
     fn truncated_topic() {
         assert!(matches!(
             Packet::read(frame(0x30, &[0x00])),
-            Err(DecodeError::BodyTooShort {
-                field: "topic name",
-                ..
-            })
+            Err(DecodeError::BodyTooShort { field: "topic name", .. })
         ));
         assert!(matches!(
             Packet::read(frame(0x30, &[0x00, 0x04, b'a'])),
-            Err(DecodeError::FieldExceedsPacket {
-                declared: 4,
-                remaining: 1,
-                ..
-            })
+            Err(DecodeError::FieldExceedsPacket { declared: 4, remaining: 1, .. })
         ));
     }
 
     #[test]
     fn long_topic_is_an_encode_error() {
-        let p = Publish {
-            topic: ByteString::from("t".repeat(65_536)),
-            ..publish(QoS::AtMostOnce, 0, b"")
-        };
+        let p = Publish { topic: ByteString::from("t".repeat(65_536)), ..publish(QoS::AtMostOnce, 0, b"") };
         let mut buf = BytesMut::new();
         assert!(matches!(
             p.write(&mut buf),
-            Err(EncodeError::FieldTooLong {
-                packet: PacketType::Publish,
-                field: "topic name",
-                len: 65_536
-            })
+            Err(EncodeError::FieldTooLong { packet: PacketType::Publish, field: "topic name", len: 65_536 })
         ));
         assert!(buf.is_empty());
     }
 
     #[test]
     fn payload_over_the_maximum_remaining_length_is_an_encode_error() {
-        let p = Publish {
-            payload: Bytes::from(vec![0u8; 268_435_455]),
-            ..publish(QoS::AtMostOnce, 0, b"")
-        };
+        let p = Publish { payload: Bytes::from(vec![0u8; 268_435_455]), ..publish(QoS::AtMostOnce, 0, b"") };
         let mut buf = BytesMut::new();
         assert!(matches!(
             p.write(&mut buf),
-            Err(EncodeError::PacketTooLarge {
-                packet: PacketType::Publish,
-                len: 268_435_460
-            })
+            Err(EncodeError::PacketTooLarge { packet: PacketType::Publish, len: 268_435_460 })
         ));
         assert!(buf.is_empty());
     }

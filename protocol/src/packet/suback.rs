@@ -53,10 +53,7 @@ impl SubAck {
         let mut return_codes = Vec::with_capacity(r.remaining());
         while !r.is_empty() {
             let code = r.u8("return code")?;
-            return_codes.push(
-                SubscribeReturnCode::from_u8(code)
-                    .ok_or(DecodeError::InvalidSubscribeReturnCode(code))?,
-            );
+            return_codes.push(SubscribeReturnCode::from_u8(code).ok_or(DecodeError::InvalidSubscribeReturnCode(code))?);
         }
         Ok(SubAck { pkid, return_codes })
     }
@@ -89,10 +86,7 @@ mod tests {
                 SubscribeReturnCode::Failure,
             ],
         };
-        assert_eq!(
-            round_trip(ack),
-            [0x90, 0x06, 0x00, 0x0a, 0x00, 0x01, 0x02, 0x80]
-        );
+        assert_eq!(round_trip(ack), [0x90, 0x06, 0x00, 0x0a, 0x00, 0x01, 0x02, 0x80]);
     }
 
     #[test]
@@ -121,9 +115,7 @@ mod tests {
     fn packet_id_must_be_non_zero() {
         assert!(matches!(
             Packet::read(frame(0x90, &[0x00, 0x00, 0x00])),
-            Err(DecodeError::ZeroPacketId {
-                packet: PacketType::SubAck
-            })
+            Err(DecodeError::ZeroPacketId { packet: PacketType::SubAck })
         ));
     }
 }

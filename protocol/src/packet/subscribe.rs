@@ -35,18 +35,14 @@ impl Subscribe {
         let mut filters = Vec::new();
         while !r.is_empty() {
             let filter = r.string("topic filter")?;
-            validate_topic_filter(&filter).map_err(|source| DecodeError::InvalidTopicFilter {
-                packet: PACKET,
-                source,
-            })?;
+            validate_topic_filter(&filter)
+                .map_err(|source| DecodeError::InvalidTopicFilter { packet: PACKET, source })?;
             let options = r.u8("requested QoS")?;
             if options & 0xfc != 0 {
                 return Err(DecodeError::SubscribeReservedBits(options));
             }
-            let qos = QoS::from_u8(options).ok_or(DecodeError::InvalidQoS {
-                packet: PACKET,
-                field: "requested QoS",
-            })?;
+            let qos =
+                QoS::from_u8(options).ok_or(DecodeError::InvalidQoS { packet: PACKET, field: "requested QoS" })?;
             filters.push(SubscribeFilter { filter, qos });
         }
         if filters.is_empty() {
@@ -87,14 +83,8 @@ mod tests {
         let sub = Subscribe {
             pkid: 10,
             filters: vec![
-                SubscribeFilter {
-                    filter: ByteString::from_static("a/+"),
-                    qos: QoS::AtLeastOnce,
-                },
-                SubscribeFilter {
-                    filter: ByteString::from_static("#"),
-                    qos: QoS::ExactlyOnce,
-                },
+                SubscribeFilter { filter: ByteString::from_static("a/+"), qos: QoS::AtLeastOnce },
+                SubscribeFilter { filter: ByteString::from_static("#"), qos: QoS::ExactlyOnce },
             ],
         };
         assert_eq!(
@@ -107,20 +97,13 @@ mod tests {
     fn packet_id_must_be_non_zero() {
         assert!(matches!(
             read(&[0x00, 0x00, 0x00, 0x01, b'a', 0x00]),
-            Err(DecodeError::ZeroPacketId {
-                packet: PacketType::Subscribe
-            })
+            Err(DecodeError::ZeroPacketId { packet: PacketType::Subscribe })
         ));
     }
 
     #[test]
     fn at_least_one_filter() {
-        assert!(matches!(
-            read(&[0x00, 0x01]),
-            Err(DecodeError::NoTopicFilters {
-                packet: PacketType::Subscribe
-            })
-        ));
+        assert!(matches!(read(&[0x00, 0x01]), Err(DecodeError::NoTopicFilters { packet: PacketType::Subscribe })));
     }
 
     #[test]
@@ -134,17 +117,11 @@ mod tests {
         ));
         assert!(matches!(
             read(&[0x00, 0x01, 0x00, 0x02, b'a', b'+', 0x00]),
-            Err(DecodeError::InvalidTopicFilter {
-                source: TopicError::MisplacedSingleLevelWildcard,
-                ..
-            })
+            Err(DecodeError::InvalidTopicFilter { source: TopicError::MisplacedSingleLevelWildcard, .. })
         ));
         assert!(matches!(
             read(&[0x00, 0x01, 0x00, 0x00, 0x00]),
-            Err(DecodeError::InvalidTopicFilter {
-                source: TopicError::Empty,
-                ..
-            })
+            Err(DecodeError::InvalidTopicFilter { source: TopicError::Empty, .. })
         ));
     }
 
@@ -152,26 +129,14 @@ mod tests {
     fn requested_qos_byte() {
         assert!(matches!(
             read(&[0x00, 0x01, 0x00, 0x01, b'a', 0x03]),
-            Err(DecodeError::InvalidQoS {
-                packet: PacketType::Subscribe,
-                field: "requested QoS"
-            })
+            Err(DecodeError::InvalidQoS { packet: PacketType::Subscribe, field: "requested QoS" })
         ));
-        assert!(matches!(
-            read(&[0x00, 0x01, 0x00, 0x01, b'a', 0x04]),
-            Err(DecodeError::SubscribeReservedBits(0x04))
-        ));
-        assert!(matches!(
-            read(&[0x00, 0x01, 0x00, 0x01, b'a', 0x81]),
-            Err(DecodeError::SubscribeReservedBits(0x81))
-        ));
+        assert!(matches!(read(&[0x00, 0x01, 0x00, 0x01, b'a', 0x04]), Err(DecodeError::SubscribeReservedBits(0x04))));
+        assert!(matches!(read(&[0x00, 0x01, 0x00, 0x01, b'a', 0x81]), Err(DecodeError::SubscribeReservedBits(0x81))));
         // A filter without its QoS byte.
         assert!(matches!(
             read(&[0x00, 0x01, 0x00, 0x01, b'a']),
-            Err(DecodeError::BodyTooShort {
-                packet: PacketType::Subscribe,
-                field: "requested QoS"
-            })
+            Err(DecodeError::BodyTooShort { packet: PacketType::Subscribe, field: "requested QoS" })
         ));
     }
 
@@ -179,26 +144,9 @@ mod tests {
     fn truncated_filter() {
         assert!(matches!(
             read(&[0x00, 0x01, 0x00, 0x05, b'a', 0x00]),
-            Err(DecodeError::FieldExceedsPacket {
-                field: "topic filter",
-                declared: 5,
-                remaining: 2,
-                ..
-            })
+            Err(DecodeError::FieldExceedsPacket { field: "topic filter", declared: 5, remaining: 2, .. })
         ));
-        assert!(matches!(
-            read(&[0x00, 0x01, 0x00]),
-            Err(DecodeError::BodyTooShort {
-                field: "topic filter",
-                ..
-            })
-        ));
-        assert!(matches!(
-            read(&[0x00]),
-            Err(DecodeError::BodyTooShort {
-                field: "packet identifier",
-                ..
-            })
-        ));
+        assert!(matches!(read(&[0x00, 0x01, 0x00]), Err(DecodeError::BodyTooShort { field: "topic filter", .. })));
+        assert!(matches!(read(&[0x00]), Err(DecodeError::BodyTooShort { field: "packet identifier", .. })));
     }
 }

@@ -26,10 +26,8 @@ impl Unsubscribe {
         let mut filters = Vec::new();
         while !r.is_empty() {
             let filter = r.string("topic filter")?;
-            validate_topic_filter(&filter).map_err(|source| DecodeError::InvalidTopicFilter {
-                packet: PACKET,
-                source,
-            })?;
+            validate_topic_filter(&filter)
+                .map_err(|source| DecodeError::InvalidTopicFilter { packet: PACKET, source })?;
             filters.push(filter);
         }
         if filters.is_empty() {
@@ -66,34 +64,22 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let unsub = Unsubscribe {
-            pkid: 3,
-            filters: vec![ByteString::from_static("a/#"), ByteString::from_static("+")],
-        };
-        assert_eq!(
-            round_trip(unsub),
-            [0xa2, 0x0a, 0x00, 0x03, 0x00, 0x03, b'a', b'/', b'#', 0x00, 0x01, b'+']
-        );
+        let unsub =
+            Unsubscribe { pkid: 3, filters: vec![ByteString::from_static("a/#"), ByteString::from_static("+")] };
+        assert_eq!(round_trip(unsub), [0xa2, 0x0a, 0x00, 0x03, 0x00, 0x03, b'a', b'/', b'#', 0x00, 0x01, b'+']);
     }
 
     #[test]
     fn packet_id_must_be_non_zero() {
         assert!(matches!(
             read(&[0x00, 0x00, 0x00, 0x01, b'a']),
-            Err(DecodeError::ZeroPacketId {
-                packet: PacketType::Unsubscribe
-            })
+            Err(DecodeError::ZeroPacketId { packet: PacketType::Unsubscribe })
         ));
     }
 
     #[test]
     fn at_least_one_filter() {
-        assert!(matches!(
-            read(&[0x00, 0x01]),
-            Err(DecodeError::NoTopicFilters {
-                packet: PacketType::Unsubscribe
-            })
-        ));
+        assert!(matches!(read(&[0x00, 0x01]), Err(DecodeError::NoTopicFilters { packet: PacketType::Unsubscribe })));
     }
 
     #[test]
@@ -107,17 +93,11 @@ mod tests {
         ));
         assert!(matches!(
             read(&[0x00, 0x01, 0x00, 0x01, 0xfe]),
-            Err(DecodeError::InvalidUtf8 {
-                packet: PacketType::Unsubscribe,
-                field: "topic filter"
-            })
+            Err(DecodeError::InvalidUtf8 { packet: PacketType::Unsubscribe, field: "topic filter" })
         ));
         assert!(matches!(
             read(&[0x00, 0x01, 0x00, 0x01, b'a', 0x00]),
-            Err(DecodeError::BodyTooShort {
-                packet: PacketType::Unsubscribe,
-                field: "topic filter"
-            })
+            Err(DecodeError::BodyTooShort { packet: PacketType::Unsubscribe, field: "topic filter" })
         ));
     }
 }
