@@ -246,7 +246,10 @@ fn help_lists_config_and_debug_flags() {
     let (status, stdout, stderr) = Amqtt::spawn(&["--help"]).wait_exit(WAIT);
     assert!(status.success(), "--help: {status}; stderr:\n{stderr}");
     for flag in ["-c", "--config", "-d", "--debug"] {
-        assert!(stdout.split(|c: char| c.is_whitespace() || c == ',').any(|w| w == flag), "--help lacks {flag}:\n{stdout}");
+        assert!(
+            stdout.split(|c: char| c.is_whitespace() || c == ',').any(|w| w == flag),
+            "--help lacks {flag}:\n{stdout}"
+        );
     }
 }
 

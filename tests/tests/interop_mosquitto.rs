@@ -75,7 +75,10 @@ impl Tool {
         // `next_line` is cancel safe: a timed-out wait loses nothing.
         match tokio::time::timeout(within, self.stdout.next_line()).await {
             Ok(Ok(Some(line))) => Some(line),
-            Ok(Ok(None)) | Ok(Err(_)) => panic!("`{}` ended its output: {}", self.name, self.exit_report().await),
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                let report = self.exit_report().await;
+                panic!("`{}` ended its output: {report}", self.name)
+            }
             Err(_) => None,
         }
     }
@@ -118,7 +121,8 @@ impl Tool {
             rest.push(line);
         }
         if !status.success() {
-            panic!("`{}` failed: {}", self.name, self.exit_report().await);
+            let report = self.exit_report().await;
+            panic!("`{}` failed: {report}", self.name);
         }
         assert!(rest.is_empty(), "`{}` printed more than expected: {rest:?}", self.name);
     }
@@ -167,7 +171,11 @@ async fn mosquitto_pub_to_mosquitto_sub_at_qos_0_1_2() {
         let topic = format!("q{qos}/data");
         let payload = format!("hello at qos {qos}");
         mosquitto_pub(addr, &["-t", &topic, "-m", &payload, "-q", qos]).await;
-        assert_eq!(sub.line().await, format!("0 {qos} {topic} {payload}"), "delivered message (RETAIN QoS topic payload)");
+        assert_eq!(
+            sub.line().await,
+            format!("0 {qos} {topic} {payload}"),
+            "delivered message (RETAIN QoS topic payload)"
+        );
         sub.success().await;
     }
     broker.stop();
@@ -284,9 +292,15 @@ async fn mosquitto_sub_persistent_session_receives_queued_messages() {
     for i in 1..=5 {
         publisher.publish(&format!("away/{i}"), format!("queued {i}").as_bytes(), QoS::AtLeastOnce, false).await;
     }
-    let mut sub = Tool::sub(addr, &["-c", "-i", "fixed-id", "-q", "1", "-t", "away/#", "-F", "%q %t %p", "-C", "5"]);
+    let mut sub = Tool::sub(addr, &["-c", "-i", "fixed-id", "-q", "1", "-t", "away/#", "-F", "%q %t %p", "-C", "6"]);
     let expected: Vec<String> = (1..=5).map(|i| format!("1 away/{i} queued {i}")).collect();
     assert_eq!(sub.lines(5).await, expected);
+    // The queued messages may come before the SUBACK of mosquitto_sub's new SUBSCRIBE; if it
+    // exited then (-C 5), it would close with the SUBACK unread, the kernel would reset the
+    // connection and drop its last PUBACKs, and those messages would rightly be sent again.
+    // A marker, routed after the SUBACK, makes it exit with nothing unread.
+    publisher.publish("away/marker", b"marker", QoS::AtLeastOnce, false).await;
+    assert_eq!(sub.line().await, "1 away/marker marker");
     sub.success().await;
 
     // Everything was acknowledged: a new connection of the same session gets nothing more.
