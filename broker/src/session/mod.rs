@@ -130,7 +130,8 @@ pub struct Session {
     conn: Option<Connection>,
     client: Option<ClientIdentity>,
     will: Option<LastWill>,
-    keep_alive: Option<Duration>,
+    /// Silence after which the client is disconnected: 1.5 x its keep-alive plus the grace.
+    keep_alive_timeout: Option<Duration>,
     last_activity: Instant,
     outbound: Outbound,
     awaiting_pubrel: HashSet<u16>,
@@ -167,7 +168,7 @@ impl Session {
                 conn: Some(Connection::new(Box::new(write), reader, permit)),
                 client: None,
                 will: None,
-                keep_alive: None,
+                keep_alive_timeout: None,
                 last_activity: Instant::now(),
                 outbound,
                 awaiting_pubrel: HashSet::new(),
@@ -298,7 +299,7 @@ impl Session {
         if connect.keep_alive > 0 {
             let timeout =
                 Duration::from_millis(u64::from(connect.keep_alive) * 1500) + self.settings().keep_alive_grace;
-            self.keep_alive = Some(timeout);
+            self.keep_alive_timeout = Some(timeout);
         }
         self.will = connect.will;
         let clean_session = connect.clean_session;
@@ -340,12 +341,12 @@ impl Session {
         info!(
             clean_session,
             session_present,
-            keep_alive = ?self.keep_alive,
+            keep_alive_timeout = ?self.keep_alive_timeout,
             inflight = self.outbound.inflight_len(),
             queued = self.outbound.queued_len(),
             "client connected"
         );
-        if let Some(timeout) = self.keep_alive {
+        if let Some(timeout) = self.keep_alive_timeout {
             self.check_keep_alive(timeout, ctx);
         }
         self.pump();
