@@ -1,7 +1,14 @@
 //! Test harness for the black-box tests in `tests/tests/`: starts a broker in-process on a free
 //! port and talks to it through a raw MQTT client built on the protocol crate's codec, so each
 //! test controls every byte and flag it sends.
+//!
+//! Modules: [`raw`] builds packets byte by byte, [`process`] runs the interop peers as child
+//! processes.
 
+pub mod process;
+pub mod raw;
+
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -16,6 +23,9 @@ use tokio_util::codec::Framed;
 /// How long a test waits for something that should happen. Generous: it only matters when a
 /// test is failing, since every wait ends on the awaited event.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The three QoS levels, for tests that go through every combination.
+pub const QOS_ALL: [QoS; 3] = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
 
 /// A broker on 127.0.0.1 with a free port and the default settings.
 pub fn start_broker() -> RunningBroker {
@@ -54,8 +64,25 @@ pub fn connect_packet(client_id: &str, clean_session: bool) -> Connect {
     }
 }
 
+/// A PUBLISH exactly as given (`pkid` 0 for QoS 0), for tests that send it by hand rather than
+/// through [`TestClient::publish`], e.g. to choose the packet id or leave the flow open.
 pub fn publish_packet(topic: &str, payload: &[u8], qos: QoS, retain: bool, pkid: u16) -> Publish {
     Publish { dup: false, qos, retain, topic: ByteString::from(topic), pkid, payload: Bytes::copy_from_slice(payload) }
+}
+
+/// A will message, for `Connect { will: Some(last_will(..)), ..connect_packet(..) }`.
+pub fn last_will(topic: &str, message: &[u8], qos: QoS, retain: bool) -> LastWill {
+    LastWill { topic: ByteString::from(topic), message: Bytes::copy_from_slice(message), qos, retain }
+}
+
+/// The topic of `publish` as a `&str`, for comparisons with string literals.
+pub fn topic(publish: &Publish) -> &str {
+    publish.topic.as_ref()
+}
+
+/// The payload of `publish` as text; fails the test if it is not UTF-8.
+pub fn text(publish: &Publish) -> &str {
+    std::str::from_utf8(&publish.payload).expect("payloads in these tests are text")
 }
 
 /// A raw MQTT client: sends packets as given and returns what arrives, failing the test on a
@@ -85,11 +112,19 @@ impl TestClient {
 
     /// Connects with `client_id` and asserts the broker accepts; returns session-present.
     pub async fn connect(addr: SocketAddr, client_id: &str, clean_session: bool) -> (TestClient, bool) {
-        let (client, connack) = TestClient::connect_with(addr, connect_packet(client_id, clean_session)).await;
+        TestClient::connect_accepted(addr, connect_packet(client_id, clean_session)).await
+    }
+
+    /// Connects with `connect` (a will, a keep-alive, a user name...) and asserts the broker
+    /// accepts; returns session-present.
+    pub async fn connect_accepted(addr: SocketAddr, connect: Connect) -> (TestClient, bool) {
+        let client_id = connect.client_id.clone();
+        let (client, connack) = TestClient::connect_with(addr, connect).await;
         assert_eq!(connack.code, ConnectReturnCode::Accepted, "CONNACK for {client_id}");
         (client, connack.session_present)
     }
 
+    /// Sends `packet`; fails the test if the connection refuses the write.
     pub async fn send(&mut self, packet: impl Into<Packet>) {
         self.framed.send(packet.into()).await.expect("send failed");
     }
@@ -111,6 +146,7 @@ impl TestClient {
         }
     }
 
+    /// The next packet, which must be a PUBLISH; it is not acknowledged (see [`TestClient::ack`]).
     pub async fn recv_publish(&mut self) -> Publish {
         match self.recv().await {
             Packet::Publish(publish) => publish,
@@ -133,6 +169,7 @@ impl TestClient {
         matches!(tokio::time::timeout(after, self.framed.next()).await, Ok(None) | Ok(Some(Err(_))))
     }
 
+    /// A fresh packet identifier (1 to 65535, then around again) for this client's own flows.
     pub fn next_pkid(&mut self) -> u16 {
         self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
         self.next_pkid
@@ -155,6 +192,7 @@ impl TestClient {
         }
     }
 
+    /// Unsubscribes and waits for the UNSUBACK.
     pub async fn unsubscribe(&mut self, filters: &[&str]) {
         let pkid = self.next_pkid();
         let filters = filters.iter().map(|f| ByteString::from(*f)).collect();
@@ -205,6 +243,117 @@ impl TestClient {
         self.send(Packet::PingReq).await;
         assert_eq!(self.recv().await, Packet::PingResp);
     }
+
+    /// A round trip through the router (the UNSUBACK of a filter never subscribed comes from
+    /// it): once this returns, everything the router was sent before, like the PUBLISH of a flow
+    /// this or another client has completed, has been applied, so `broker.stats()` is up to date.
+    pub async fn router_sync(&mut self) {
+        self.unsubscribe(&["sync/never/subscribed"]).await;
+    }
+
+    /// Receives `n` PUBLISH packets and acknowledges them as a pipelining client would: PUBACK
+    /// for QoS 1, PUBREC for QoS 2 and PUBCOMP for every PUBREL, whatever order the broker
+    /// interleaves them in (it may send further messages before a PUBREL). Returns the messages
+    /// once `n` arrived and every QoS 2 flow is complete; fails on a packet id reused while in
+    /// flight or on a message beyond the `n`th.
+    pub async fn collect(&mut self, n: usize) -> Vec<Publish> {
+        let mut got = Vec::with_capacity(n);
+        let mut awaiting_pubrel: HashSet<u16> = HashSet::new();
+        while got.len() < n || !awaiting_pubrel.is_empty() {
+            match self.recv().await {
+                Packet::Publish(publish) => {
+                    match publish.qos {
+                        QoS::AtMostOnce => {}
+                        QoS::AtLeastOnce => self.send(PubAck { pkid: publish.pkid }).await,
+                        QoS::ExactlyOnce => {
+                            assert!(
+                                awaiting_pubrel.insert(publish.pkid),
+                                "packet id {} reused while in flight",
+                                publish.pkid
+                            );
+                            self.send(PubRec { pkid: publish.pkid }).await;
+                        }
+                    }
+                    got.push(publish);
+                }
+                Packet::PubRel(PubRel { pkid }) => {
+                    assert!(awaiting_pubrel.remove(&pkid), "PUBREL for packet id {pkid} that is not awaiting one");
+                    self.send(PubComp { pkid }).await;
+                }
+                other => panic!("expected PUBLISH or PUBREL, got {other:?}"),
+            }
+        }
+        assert_eq!(got.len(), n, "more messages than expected: {got:?}");
+        got
+    }
+}
+
+/// A bare connection for races and limits, where the broker closing the connection at any point
+/// is an answer, not a failure (unlike [`TestClient`], which fails the test on a close).
+pub struct LenientClient(Framed<TcpStream, MqttCodec>);
+
+impl LenientClient {
+    /// Opens a TCP connection without sending anything.
+    pub async fn open(addr: SocketAddr) -> LenientClient {
+        let stream = TcpStream::connect(addr).await.expect("cannot connect to the broker");
+        stream.set_nodelay(true).unwrap();
+        LenientClient(Framed::new(stream, MqttCodec::new(DEFAULT_MAX_PACKET_SIZE)))
+    }
+
+    /// Connects and sends `connect`: the CONNACK, or None when the broker closes the
+    /// connection instead (e.g. a full listener).
+    pub async fn try_connect(addr: SocketAddr, connect: Connect) -> Option<(LenientClient, ConnAck)> {
+        let mut client = LenientClient::open(addr).await;
+        client.send(connect).await;
+        match client.recv_or_closed().await? {
+            Packet::ConnAck(connack) => Some((client, connack)),
+            other => panic!("expected CONNACK or close, got {other:?}"),
+        }
+    }
+
+    /// Sends `packet`, ignoring a refused write: a connection the broker already closed shows
+    /// up as None in [`LenientClient::recv_or_closed`].
+    pub async fn send(&mut self, packet: impl Into<Packet>) {
+        let _ = self.0.send(packet.into()).await;
+    }
+
+    /// The next packet, or None once the broker has closed the connection; fails the test if
+    /// neither happens within [`WAIT`].
+    pub async fn recv_or_closed(&mut self) -> Option<Packet> {
+        match tokio::time::timeout(WAIT, self.0.next()).await {
+            Ok(Some(Ok(packet))) => Some(packet),
+            Ok(Some(Err(_))) | Ok(None) => None,
+            Err(_) => panic!("neither a packet nor a close within {WAIT:?}"),
+        }
+    }
+}
+
+/// A clean-session client `client_id` subscribed to `filters`, each granted at the requested
+/// QoS: the receiving end of most routing tests.
+pub async fn subscriber(addr: SocketAddr, client_id: &str, filters: &[(&str, QoS)]) -> TestClient {
+    let (mut client, _) = TestClient::connect(addr, client_id, true).await;
+    let granted: Vec<SubscribeReturnCode> = filters.iter().map(|&(_, qos)| SubscribeReturnCode::Success(qos)).collect();
+    assert_eq!(client.subscribe(filters).await, granted, "SUBACK for {client_id}");
+    client
+}
+
+/// The usual pair of a routing test: a [`subscriber`] "sub" to `filters`, and a publisher
+/// "pub" connected once the subscription is in place, so everything it publishes is routed to
+/// the subscription.
+pub async fn subscriber_and_publisher(addr: SocketAddr, filters: &[(&str, QoS)]) -> (TestClient, TestClient) {
+    let sub = subscriber(addr, "sub", filters).await;
+    let (publisher, _) = TestClient::connect(addr, "pub", true).await;
+    (sub, publisher)
+}
+
+/// A QoS 1 message from `publisher` reaches `subscriber` (which must be subscribed to `topic`)
+/// as the next packet, and is acknowledged: both clients, and the broker between them, still
+/// work.
+pub async fn round_trip(publisher: &mut TestClient, subscriber: &mut TestClient, topic: &str, payload: &[u8]) {
+    publisher.publish(topic, payload, QoS::AtLeastOnce, false).await;
+    let got = subscriber.recv_publish().await;
+    assert_eq!((got.topic.as_ref() as &str, got.payload.as_ref()), (topic, payload));
+    subscriber.ack(&got).await;
 }
 
 /// Proves that nothing else is on its way to `subscriber`: publishes a marker on `topic` (which

@@ -3,48 +3,10 @@
 //! CONNACK session-present flag and return codes, anonymous access, what happens to bytes that
 //! follow a CONNECT, the connect timeout and a listener's `max-connections`.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use amqtt_tests::raw::{encode, field, frame};
 use amqtt_tests::*;
-use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
-
-/// The encoding of `packet`, for tests that send several packets in one write.
-fn encode(packet: impl Into<Packet>) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    packet.into().write(&mut buf).expect("test packet must encode");
-    buf.to_vec()
-}
-
-/// A length-prefixed field (MQTT 3.1.1 section 1.5.3).
-fn field(bytes: &[u8]) -> Vec<u8> {
-    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(bytes);
-    out
-}
-
-/// A packet with the given first byte and body, the remaining length encoded as section 2.2.3
-/// says.
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut len = body.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
 
 /// A raw MQTT 3.1.1 CONNECT with the given connect flags, keep-alive 60 and `payload` (client
 /// id and whatever the flags announce), for flag combinations the encoder would not produce.
@@ -63,15 +25,6 @@ fn connect_as(client_id: &str, clean_session: bool, name: &'static str, level: u
     }
 }
 
-/// A subscriber to `topic` and a publisher, both accepted, for checks that something did not
-/// get routed.
-async fn watcher(addr: SocketAddr, topic: &str) -> (TestClient, TestClient) {
-    let (mut sub, _) = TestClient::connect(addr, "watcher-sub", true).await;
-    assert_eq!(sub.subscribe(&[(topic, QoS::AtLeastOnce)]).await, vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)]);
-    let (publisher, _) = TestClient::connect(addr, "watcher-pub", true).await;
-    (sub, publisher)
-}
-
 /// Expects a CONNACK refusing with `code`, with session present 0 [MQTT-3.2.2-4], followed by
 /// the close of the connection [MQTT-3.2.2-5].
 async fn expect_refused(client: &mut TestClient, code: ConnectReturnCode) {
@@ -85,12 +38,13 @@ async fn expect_refused(client: &mut TestClient, code: ConnectReturnCode) {
     client.expect_closed().await;
 }
 
-/// A publish and its delivery between two connected clients: the broker still works for them.
-async fn round_trip(publisher: &mut TestClient, subscriber: &mut TestClient, topic: &str, payload: &[u8]) {
-    publisher.publish(topic, payload, QoS::AtLeastOnce, false).await;
-    let got = subscriber.recv_publish().await;
-    assert_eq!((got.topic.as_ref() as &str, got.payload.as_ref()), (topic, payload));
-    subscriber.ack(&got).await;
+/// Expects a CONNACK accepting a connection with no stored session (return code 0, session
+/// present 0).
+async fn expect_accepted(client: &mut TestClient) {
+    assert_eq!(
+        client.recv().await,
+        Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::Accepted })
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -102,7 +56,7 @@ async fn round_trip(publisher: &mut TestClient, subscriber: &mut TestClient, top
 #[tokio::test]
 async fn packet_before_connect_closes_the_connection() {
     let broker = start_broker();
-    let (mut sub, mut publisher) = watcher(addr(&broker), "first/t").await;
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("first/t", QoS::AtLeastOnce)]).await;
     let errors = broker.stats().protocol_errors;
     let before_connect: [Packet; 4] = [
         publish_packet("first/t", b"before connect", QoS::AtMostOnce, false, 0).into(),
@@ -129,7 +83,7 @@ async fn packet_before_connect_closes_the_connection() {
 #[tokio::test]
 async fn second_connect_closes_the_connection() {
     let broker = start_broker();
-    let (mut sub, mut publisher) = watcher(addr(&broker), "second/t").await;
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("second/t", QoS::AtLeastOnce)]).await;
     let (mut client, _) = TestClient::connect(addr(&broker), "twice", true).await;
     client.ping().await;
     let mut bytes = encode(connect_packet("twice", true));
@@ -236,10 +190,7 @@ async fn reserved_connect_flag_closes() {
     // The same CONNECT without the reserved bit is accepted: the test can tell the difference.
     let mut client = TestClient::connect_raw(addr(&broker)).await;
     client.send_bytes(&raw_connect(0x02, &field(b"reserved"))).await;
-    assert_eq!(
-        client.recv().await,
-        Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::Accepted })
-    );
+    expect_accepted(&mut client).await;
     broker.stop();
 }
 
@@ -265,10 +216,7 @@ async fn will_qos_3_closes() {
     // Will QoS 2 with the same payload is fine.
     let mut client = TestClient::connect_raw(addr(&broker)).await;
     client.send_bytes(&raw_connect(0x02 | 0x04 | 0x10, &payload)).await;
-    assert_eq!(
-        client.recv().await,
-        Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::Accepted })
-    );
+    expect_accepted(&mut client).await;
     broker.stop();
 }
 
@@ -476,10 +424,7 @@ async fn packets_in_the_connect_write_processed_in_order() {
     bytes.extend(encode(Packet::PingReq));
     let mut client = TestClient::connect_raw(addr(&broker)).await;
     client.send_bytes(&bytes).await;
-    assert_eq!(
-        client.recv().await,
-        Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::Accepted })
-    );
+    expect_accepted(&mut client).await;
     let mut got = Vec::new();
     let mut own = None;
     while got.len() < 4 {
@@ -517,21 +462,6 @@ async fn packets_in_the_connect_write_processed_in_order() {
 // max-connections
 // ---------------------------------------------------------------------------------------------
 
-/// Opens a connection, sends `connect` and returns the CONNACK, or None when the broker closes
-/// the connection instead. The caller keeps the connection (`Framed`) on success.
-async fn try_connect(addr: SocketAddr, connect: Connect) -> Option<(Framed<TcpStream, MqttCodec>, ConnAck)> {
-    let stream = TcpStream::connect(addr).await.expect("cannot connect to the broker");
-    let mut framed = Framed::new(stream, MqttCodec::default());
-    if framed.send(Packet::Connect(connect)).await.is_err() {
-        return None;
-    }
-    match tokio::time::timeout(WAIT, framed.next()).await.expect("neither CONNACK nor close") {
-        Some(Ok(Packet::ConnAck(connack))) => Some((framed, connack)),
-        Some(Ok(other)) => panic!("expected CONNACK or close, got {other:?}"),
-        None | Some(Err(_)) => None,
-    }
-}
-
 /// `max-connections: 2`: a third connection is closed at once without CONNACK and counted in
 /// `connections_refused`; the two open ones keep working; once one of them has gone a new
 /// connection is accepted.
@@ -559,16 +489,16 @@ async fn max_connections_refuses_extra_connections() {
     one.disconnect().await;
     // The slot is given back asynchronously: retry for a bounded time.
     let deadline = Instant::now() + WAIT;
-    let (mut framed, connack) = loop {
-        if let Some(accepted) = try_connect(a, connect_packet("four", true)).await {
+    let (mut four, connack) = loop {
+        if let Some(accepted) = LenientClient::try_connect(a, connect_packet("four", true)).await {
             break accepted;
         }
         assert!(Instant::now() < deadline, "no connection accepted within {WAIT:?} after one of two closed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert_eq!(connack, ConnAck { session_present: false, code: ConnectReturnCode::Accepted });
-    framed.send(Packet::PingReq).await.unwrap();
-    assert!(matches!(tokio::time::timeout(WAIT, framed.next()).await, Ok(Some(Ok(Packet::PingResp)))));
+    four.send(Packet::PingReq).await;
+    assert_eq!(four.recv_or_closed().await, Some(Packet::PingResp));
     // And the listener is full again.
     let mut fifth = TestClient::connect_raw(a).await;
     fifth.send(connect_packet("five", true)).await;

@@ -4,16 +4,9 @@
 
 use std::collections::VecDeque;
 
+use amqtt_tests::raw::encode;
 use amqtt_tests::*;
 
-fn text(publish: &Publish) -> &str {
-    std::str::from_utf8(&publish.payload).expect("payloads in these tests are text")
-}
-
-/// Proves that no PUBLISH is on its way to `client` right now: a SUBSCRIBE is answered through
-/// the router, after every message the router had already routed to `client`, so a PUBLISH
-/// beyond the window would arrive before the SUBACK (and `subscribe` fails on it). The marker of
-/// `assert_nothing_before_marker` cannot be used while the window is full.
 /// Receives the next message, checks it is `m{next}` with a packet id not in use, and keeps it
 /// unacknowledged.
 async fn receive_next(sub: &mut TestClient, next: &mut usize, outstanding: &mut VecDeque<Publish>) {
@@ -24,6 +17,10 @@ async fn receive_next(sub: &mut TestClient, next: &mut usize, outstanding: &mut 
     outstanding.push_back(publish);
 }
 
+/// Proves that no PUBLISH is on its way to `client` right now: a SUBSCRIBE is answered through
+/// the router, after every message the router had already routed to `client`, so a PUBLISH
+/// beyond the window would arrive before the SUBACK (and `subscribe` fails on it). The marker of
+/// `assert_nothing_before_marker` cannot be used while the window is full.
 async fn assert_nothing_before_suback(client: &mut TestClient, barrier: &str) {
     client.subscribe(&[(barrier, QoS::AtMostOnce)]).await;
 }
@@ -34,9 +31,7 @@ async fn assert_nothing_before_suback(client: &mut TestClient, barrier: &str) {
 #[tokio::test]
 async fn inflight_window_limits_unacknowledged_messages() {
     let broker = start_broker_with("max-inflight-messages: 3\n");
-    let (mut sub, _) = TestClient::connect(addr(&broker), "slow-acker", true).await;
-    sub.subscribe(&[("w/#", QoS::AtLeastOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("w/#", QoS::AtLeastOnce)]).await;
     for i in 0..10 {
         publisher.publish("w/t", format!("m{i}").as_bytes(), QoS::AtLeastOnce, false).await;
     }
@@ -90,13 +85,24 @@ async fn expect_flood_message(fast: &mut TestClient, i: u32) {
 /// The clients of the stalled-subscriber tests: `stalled` subscribed to `flood` and never read
 /// again (but kept open), `fast` subscribed to `flood`, a `pinger` and a `publisher`.
 async fn flood_clients(broker: &RunningBroker) -> [TestClient; 4] {
-    let (mut stalled, _) = TestClient::connect(addr(broker), "stalled", true).await;
-    stalled.subscribe(&[("flood", QoS::AtMostOnce)]).await;
-    let (mut fast, _) = TestClient::connect(addr(broker), "fast", true).await;
-    fast.subscribe(&[("flood", QoS::AtMostOnce)]).await;
+    let stalled = subscriber(addr(broker), "stalled", &[("flood", QoS::AtMostOnce)]).await;
+    let fast = subscriber(addr(broker), "fast", &[("flood", QoS::AtMostOnce)]).await;
     let (pinger, _) = TestClient::connect(addr(broker), "pinger", true).await;
     let (publisher, _) = TestClient::connect(addr(broker), "pub", true).await;
     [stalled, fast, pinger, publisher]
+}
+
+/// After the flood: the stalled client's queue overflowed (counted in `messages_dropped`), the
+/// broker still answers `pinger`, and `fast` received nothing beyond the flood.
+async fn assert_flood_outcome(
+    broker: &RunningBroker,
+    pinger: &mut TestClient,
+    publisher: &mut TestClient,
+    fast: &mut TestClient,
+) {
+    assert!(broker.stats().messages_dropped > 0, "the stalled client's queue must have overflowed");
+    pinger.ping().await;
+    assert_nothing_before_marker(publisher, fast, "flood").await;
 }
 
 /// [MQTT-4.3.1-1] [MQTT-4.6.0-6] a subscriber that stops reading its socket (connection open,
@@ -123,9 +129,7 @@ async fn stalled_subscriber_does_not_hold_up_the_others() {
             pinger.ping().await;
         }
     }
-    assert!(broker.stats().messages_dropped > 0, "the stalled client's queue must have overflowed");
-    pinger.ping().await;
-    assert_nothing_before_marker(&mut publisher, &mut fast, "flood").await;
+    assert_flood_outcome(&broker, &mut pinger, &mut publisher, &mut fast).await;
     drop(stalled);
     broker.stop();
 }
@@ -150,9 +154,7 @@ async fn stalled_subscriber_does_not_hold_up_the_others_unpaced() {
         }
     };
     tokio::join!(publish_all, receive_all, pinger.ping());
-    assert!(broker.stats().messages_dropped > 0, "the stalled client's queue must have overflowed");
-    pinger.ping().await;
-    assert_nothing_before_marker(&mut publisher, &mut fast, "flood").await;
+    assert_flood_outcome(&broker, &mut pinger, &mut publisher, &mut fast).await;
     drop(stalled);
     broker.stop();
 }
@@ -163,17 +165,13 @@ async fn stalled_subscriber_does_not_hold_up_the_others_unpaced() {
 #[tokio::test]
 async fn burst_larger_than_the_queue_reaches_a_reading_subscriber() {
     let broker = start_broker_with("max-queued-messages: 5\n");
-    let (mut sub, _) = TestClient::connect(addr(&broker), "reader", true).await;
-    sub.subscribe(&[("b/#", QoS::AtLeastOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("b/#", QoS::AtLeastOnce)]).await;
     for qos in [QoS::AtLeastOnce, QoS::AtMostOnce] {
         // Ten publishes in one write: one read, one routed batch, one delivery to `sub`.
-        let mut burst = bytes::BytesMut::new();
+        let mut burst = Vec::new();
         for i in 0..10u16 {
             let pkid = if qos == QoS::AtMostOnce { 0 } else { 100 + i };
-            Packet::Publish(publish_packet("b/t", format!("{i}").as_bytes(), qos, false, pkid))
-                .write(&mut burst)
-                .unwrap();
+            burst.extend(encode(publish_packet("b/t", format!("{i}").as_bytes(), qos, false, pkid)));
         }
         publisher.send_bytes(&burst).await;
         for i in 0..10u16 {

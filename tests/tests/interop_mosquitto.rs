@@ -9,129 +9,47 @@
 //!
 //! When the tools are missing the tests print a "skipped" line and pass, unless `CI` is set.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
+use amqtt_tests::process::{peer_available, probe, ChildLines};
 use amqtt_tests::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
 
 /// `-W` for mosquitto_sub: longer than [`WAIT`] so our own timeouts report first.
 const TOOL_TIMEOUT: &str = "30";
 
-/// Whether the Mosquitto clients can run. When they cannot, prints why and returns false, or
-/// fails the test when the environment variable `CI` is set (a CI run must test interop).
+/// Whether the Mosquitto clients can run (see [`peer_available`]: skipped unless `CI` is set).
 fn mosquitto_available() -> bool {
-    let missing = ["mosquitto_sub", "mosquitto_pub"].into_iter().find(|tool| {
-        std::process::Command::new(tool)
-            .arg("--help")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-    });
-    let Some(tool) = missing else { return true };
-    let reason = format!("{tool} not installed (apt-get install mosquitto-clients)");
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-    assert!(!ci, "{reason}; CI is set, so a missing interop peer is a failure");
-    // Straight to stderr, past the test harness's output capture, so the skip is visible.
-    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
-    false
+    let missing = ["mosquitto_sub", "mosquitto_pub"].into_iter().find(|tool| probe(tool, &["--help"]).is_none());
+    peer_available(missing.map(|tool| format!("{tool} not installed (apt-get install mosquitto-clients)")))
 }
 
-/// A running Mosquitto tool whose stdout is read line by line; killed when dropped.
-struct Tool {
-    name: String,
-    child: Child,
-    stdout: Lines<BufReader<ChildStdout>>,
+/// Starts the Mosquitto tool `program` against `addr` with `args`; with `stdin`, its input is
+/// piped (see [`ChildLines::take_stdin`]).
+fn tool(program: &str, addr: SocketAddr, args: &[&str], stdin: bool) -> ChildLines {
+    let mut command = Command::new(program);
+    command.args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()]).args(args);
+    let name = format!("{program} {}", args.join(" "));
+    if stdin {
+        ChildLines::spawn_with_stdin(&mut command, name)
+    } else {
+        ChildLines::spawn(&mut command, name)
+    }
 }
 
-impl Tool {
-    fn spawn(program: &str, addr: SocketAddr, args: &[&str], stdin: bool) -> Tool {
-        let mut child = Command::new(program)
-            .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-            .args(args)
-            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
-        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        Tool { name: format!("{program} {}", args.join(" ")), child, stdout }
-    }
-
-    fn sub(addr: SocketAddr, args: &[&str]) -> Tool {
-        let mut all = vec!["-W", TOOL_TIMEOUT];
-        all.extend_from_slice(args);
-        Tool::spawn("mosquitto_sub", addr, &all, false)
-    }
-
-    /// The next line of output, or None if none comes within `within`.
-    async fn line_within(&mut self, within: Duration) -> Option<String> {
-        // `next_line` is cancel safe: a timed-out wait loses nothing.
-        match tokio::time::timeout(within, self.stdout.next_line()).await {
-            Ok(Ok(Some(line))) => Some(line),
-            Ok(Ok(None)) | Ok(Err(_)) => {
-                let report = self.exit_report().await;
-                panic!("`{}` ended its output: {report}", self.name)
-            }
-            Err(_) => None,
-        }
-    }
-
-    /// The next line of output; fails the test if none comes within [`WAIT`].
-    async fn line(&mut self) -> String {
-        match self.line_within(WAIT).await {
-            Some(line) => line,
-            None => panic!("`{}` printed nothing within {WAIT:?}", self.name),
-        }
-    }
-
-    /// The next `n` lines.
-    async fn lines(&mut self, n: usize) -> Vec<String> {
-        let mut lines = Vec::with_capacity(n);
-        for _ in 0..n {
-            lines.push(self.line().await);
-        }
-        lines
-    }
-
-    /// Exit status and stderr of a tool that has ended or is ending.
-    async fn exit_report(&mut self) -> String {
-        let status = tokio::time::timeout(WAIT, self.child.wait()).await;
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            let _ = tokio::time::timeout(WAIT, pipe.read_to_string(&mut stderr)).await;
-        }
-        format!("exit {status:?}, stderr: {stderr:?}")
-    }
-
-    /// Waits for the tool to exit and asserts it succeeded, with nothing more on stdout.
-    async fn success(mut self) {
-        let status = match tokio::time::timeout(WAIT, self.child.wait()).await {
-            Ok(status) => status.expect("cannot wait for the tool"),
-            Err(_) => panic!("`{}` still running after {WAIT:?}", self.name),
-        };
-        let mut rest = Vec::new();
-        while let Ok(Some(line)) = self.stdout.next_line().await {
-            rest.push(line);
-        }
-        if !status.success() {
-            let report = self.exit_report().await;
-            panic!("`{}` failed: {report}", self.name);
-        }
-        assert!(rest.is_empty(), "`{}` printed more than expected: {rest:?}", self.name);
-    }
+/// Starts `mosquitto_sub` with `args`, and its own timeout as a safety net.
+fn mosquitto_sub(addr: SocketAddr, args: &[&str]) -> ChildLines {
+    let mut all = vec!["-W", TOOL_TIMEOUT];
+    all.extend_from_slice(args);
+    tool("mosquitto_sub", addr, &all, false)
 }
 
 /// Runs `mosquitto_pub` to completion (for QoS 1 and 2 it exits once the broker has completed
 /// the flow) and asserts it succeeded.
 async fn mosquitto_pub(addr: SocketAddr, args: &[&str]) {
-    Tool::spawn("mosquitto_pub", addr, args, false).success().await;
+    tool("mosquitto_pub", addr, args, false).success().await;
 }
 
 /// Publishes a retained "ready" message on `topic` from a test client, so that a
@@ -144,11 +62,11 @@ async fn publish_ready(addr: SocketAddr, topic: &str) {
 
 /// Starts `mosquitto_sub` with `args` (which must subscribe to `ready_topic`) and waits until
 /// it has printed the retained ready message, formatted by `-F '%r %q %t %p'`.
-async fn sub_when_ready(addr: SocketAddr, ready_topic: &str, args: &[&str]) -> Tool {
+async fn sub_when_ready(addr: SocketAddr, ready_topic: &str, args: &[&str]) -> ChildLines {
     publish_ready(addr, ready_topic).await;
     let mut all = vec!["-F", "%r %q %t %p"];
     all.extend_from_slice(args);
-    let mut sub = Tool::sub(addr, &all);
+    let mut sub = mosquitto_sub(addr, &all);
     let first = sub.line().await;
     assert!(first.starts_with("1 ") && first.ends_with(&format!(" {ready_topic} ready")), "ready line: {first:?}");
     sub
@@ -191,12 +109,12 @@ async fn mosquitto_sub_hash_with_concurrent_mosquitto_pubs() {
     let broker = start_broker();
     let addr = addr(&broker);
     publish_ready(addr, "ready").await;
-    let mut sub = Tool::sub(addr, &["-t", "#", "-v", "-q", "1", "-C", "9"]);
+    let mut sub = mosquitto_sub(addr, &["-t", "#", "-v", "-q", "1", "-C", "9"]);
     assert_eq!(sub.line().await, "ready ready");
-    let pubs: Vec<Tool> = (0..8)
+    let pubs: Vec<ChildLines> = (0..8)
         .map(|i| {
             let (topic, payload) = (format!("multi/{}/t{i}", i % 3), format!("payload-{i}"));
-            Tool::spawn("mosquitto_pub", addr, &["-t", &topic, "-m", &payload, "-q", "1"], false)
+            tool("mosquitto_pub", addr, &["-t", &topic, "-m", &payload, "-q", "1"], false)
         })
         .collect();
     for publisher in pubs {
@@ -222,14 +140,14 @@ async fn retained_from_mosquitto_pub_reaches_later_mosquitto_sub() {
     let broker = start_broker();
     let addr = addr(&broker);
     mosquitto_pub(addr, &["-t", "r/state", "-m", "on", "-q", "1", "-r"]).await;
-    let mut sub = Tool::sub(addr, &["-t", "r/state", "-F", "%r %q %t %p", "-q", "1", "-C", "1"]);
+    let mut sub = mosquitto_sub(addr, &["-t", "r/state", "-F", "%r %q %t %p", "-q", "1", "-C", "1"]);
     assert_eq!(sub.line().await, "1 1 r/state on", "retained message with RETAIN 1");
     sub.success().await;
     assert_eq!(broker.stats().retained_messages, 1);
 
     mosquitto_pub(addr, &["-t", "r/state", "-n", "-q", "1", "-r"]).await;
     // A later subscriber gets nothing stored: a marker on the same filter comes first.
-    let mut sub = Tool::sub(addr, &["-t", "r/#", "-v", "-q", "1", "-C", "1"]);
+    let mut sub = mosquitto_sub(addr, &["-t", "r/#", "-v", "-q", "1", "-C", "1"]);
     let (mut marker, _) = TestClient::connect(addr, "marker", true).await;
     let line = poll_marker(&mut marker, &mut sub, "r/marker").await;
     assert_eq!(line, "r/marker marker", "nothing retained may arrive before the marker");
@@ -240,14 +158,14 @@ async fn retained_from_mosquitto_pub_reaches_later_mosquitto_sub() {
 
 /// Publishes `marker` on `topic` (QoS 0, not retained) every 200 ms until `sub` prints a line;
 /// returns that line. For subscribers that a retained ready message would disturb.
-async fn poll_marker(marker: &mut TestClient, sub: &mut Tool, topic: &str) -> String {
+async fn poll_marker(marker: &mut TestClient, sub: &mut ChildLines, topic: &str) -> String {
     for _ in 0..50 {
         marker.publish(topic, b"marker", QoS::AtMostOnce, false).await;
         if let Some(line) = sub.line_within(Duration::from_millis(200)).await {
             return line;
         }
     }
-    panic!("`{}` never printed a marker on {topic}", sub.name);
+    panic!("`{}` never printed a marker on {topic}", sub.name());
 }
 
 /// [MQTT-3.3.1-8] [MQTT-3.3.1-9] `mosquitto_sub -R` skips the stale retained message (RETAIN 1
@@ -261,7 +179,7 @@ async fn mosquitto_sub_dash_r_ignores_stale_retained() {
     let broker = start_broker();
     let addr = addr(&broker);
     mosquitto_pub(addr, &["-t", "s/old", "-m", "stale", "-q", "1", "-r"]).await;
-    let mut sub = Tool::sub(addr, &["-t", "s/#", "-R", "-F", "%r %t %p", "-q", "1"]);
+    let mut sub = mosquitto_sub(addr, &["-t", "s/#", "-R", "-F", "%r %t %p", "-q", "1"]);
     let (mut marker, _) = TestClient::connect(addr, "marker", true).await;
     assert_eq!(poll_marker(&mut marker, &mut sub, "s/marker").await, "0 s/marker marker");
     mosquitto_pub(addr, &["-t", "s/new", "-m", "live", "-q", "1", "-r"]).await;
@@ -287,12 +205,13 @@ async fn mosquitto_sub_persistent_session_receives_queued_messages() {
     let broker = start_broker();
     let addr = addr(&broker);
     // -E: exit (with DISCONNECT) once the SUBACK has arrived.
-    Tool::sub(addr, &["-c", "-i", "fixed-id", "-q", "1", "-t", "away/#", "-E"]).success().await;
+    mosquitto_sub(addr, &["-c", "-i", "fixed-id", "-q", "1", "-t", "away/#", "-E"]).success().await;
     let (mut publisher, _) = TestClient::connect(addr, "publisher", true).await;
     for i in 1..=5 {
         publisher.publish(&format!("away/{i}"), format!("queued {i}").as_bytes(), QoS::AtLeastOnce, false).await;
     }
-    let mut sub = Tool::sub(addr, &["-c", "-i", "fixed-id", "-q", "1", "-t", "away/#", "-F", "%q %t %p", "-C", "6"]);
+    let mut sub =
+        mosquitto_sub(addr, &["-c", "-i", "fixed-id", "-q", "1", "-t", "away/#", "-F", "%q %t %p", "-C", "6"]);
     let expected: Vec<String> = (1..=5).map(|i| format!("1 away/{i} queued {i}")).collect();
     assert_eq!(sub.lines(5).await, expected);
     // The queued messages may come before the SUBACK of mosquitto_sub's new SUBSCRIBE; if it
@@ -322,8 +241,8 @@ async fn mosquitto_pub_line_mode_many_messages_in_order() {
     let addr = addr(&broker);
     let count = (COUNT + 1).to_string();
     let mut sub = sub_when_ready(addr, "lines/ready", &["-t", "lines/#", "-q", "1", "-C", &count]).await;
-    let mut publisher = Tool::spawn("mosquitto_pub", addr, &["-t", "lines/data", "-q", "1", "-l"], true);
-    let mut stdin = publisher.child.stdin.take().unwrap();
+    let mut publisher = tool("mosquitto_pub", addr, &["-t", "lines/data", "-q", "1", "-l"], true);
+    let mut stdin = publisher.take_stdin();
     let input: String = (0..COUNT).map(|i| format!("line {i:04}\n")).collect();
     stdin.write_all(input.as_bytes()).await.unwrap();
     drop(stdin); // EOF: mosquitto_pub finishes the in-flight messages and exits

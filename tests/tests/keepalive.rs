@@ -11,9 +11,8 @@ use amqtt_tests::*;
 /// just before the CONNECT was sent: the broker's keep-alive timer cannot start earlier.
 async fn connect_with_keep_alive(addr: SocketAddr, client_id: &str, keep_alive: u16) -> (TestClient, Instant) {
     let start = Instant::now();
-    let (client, connack) =
-        TestClient::connect_with(addr, Connect { keep_alive, ..connect_packet(client_id, true) }).await;
-    assert_eq!(connack.code, ConnectReturnCode::Accepted);
+    let (client, _) =
+        TestClient::connect_accepted(addr, Connect { keep_alive, ..connect_packet(client_id, true) }).await;
     (client, start)
 }
 
@@ -46,20 +45,13 @@ async fn silent_client_disconnected_after_one_and_a_half_keep_alive() {
 #[tokio::test]
 async fn keep_alive_timeout_publishes_the_will() {
     let broker = start_broker();
-    let (mut sub, _) = TestClient::connect(addr(&broker), "will-watcher", true).await;
-    sub.subscribe(&[("will/#", QoS::AtLeastOnce)]).await;
-    let will = LastWill {
-        topic: ByteString::from_static("will/silent"),
-        message: bytes::Bytes::from_static(b"timed out"),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-    };
-    let (mut silent, connack) = TestClient::connect_with(
+    let mut sub = subscriber(addr(&broker), "will-watcher", &[("will/#", QoS::AtLeastOnce)]).await;
+    let will = last_will("will/silent", b"timed out", QoS::AtLeastOnce, false);
+    let (mut silent, _) = TestClient::connect_accepted(
         addr(&broker),
         Connect { keep_alive: 1, will: Some(will), ..connect_packet("will-silent", true) },
     )
     .await;
-    assert_eq!(connack.code, ConnectReturnCode::Accepted);
     assert!(silent.closed_within(Duration::from_secs(5)).await);
     let got = sub.recv_publish().await;
     assert_eq!((got.topic.as_ref() as &str, got.payload.as_ref()), ("will/silent", b"timed out".as_ref()));

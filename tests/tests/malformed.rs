@@ -4,46 +4,14 @@
 
 use std::net::SocketAddr;
 
+use amqtt_tests::raw::{encode, field, frame};
 use amqtt_tests::*;
-use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A packet with the given first byte and body, the remaining length encoded as section 2.2.3
-/// says.
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut len = body.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-/// A length-prefixed field (MQTT 3.1.1 section 1.5.3).
-fn field(bytes: &[u8]) -> Vec<u8> {
-    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(bytes);
-    out
-}
-
+/// The concatenation of `parts`, to write a packet body as its fields.
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
-}
-
-fn encode(packet: impl Into<Packet>) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    packet.into().write(&mut buf).expect("test packet must encode");
-    buf.to_vec()
 }
 
 /// A QoS 0 PUBLISH with a raw topic field.
@@ -86,10 +54,7 @@ impl Bystanders {
     async fn round_trip(&mut self) {
         self.round += 1;
         let payload = format!("round {}", self.round);
-        self.publisher.publish("ok/t", payload.as_bytes(), QoS::AtLeastOnce, false).await;
-        let got = self.sub.recv_publish().await;
-        assert_eq!((got.topic.as_ref() as &str, got.payload.as_ref()), ("ok/t", payload.as_bytes()));
-        self.sub.ack(&got).await;
+        round_trip(&mut self.publisher, &mut self.sub, "ok/t", payload.as_bytes()).await;
     }
 
     /// Connects a fresh client, sends `bytes` after its CONNECT was accepted, and asserts the

@@ -6,46 +6,6 @@ use std::collections::HashSet;
 
 use amqtt_tests::*;
 
-const QOS_ALL: [QoS; 3] = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
-
-fn topic(publish: &Publish) -> &str {
-    publish.topic.as_ref()
-}
-
-/// Receives `n` PUBLISH packets and acknowledges them as a pipelining client would: PUBACK for
-/// QoS 1, PUBREC for QoS 2 and PUBCOMP for every PUBREL, whatever order the broker interleaves
-/// them in. Returns once `n` messages arrived and every QoS 2 flow is complete.
-async fn collect(client: &mut TestClient, n: usize) -> Vec<Publish> {
-    let mut got = Vec::with_capacity(n);
-    let mut awaiting_pubrel: HashSet<u16> = HashSet::new();
-    while got.len() < n || !awaiting_pubrel.is_empty() {
-        match client.recv().await {
-            Packet::Publish(publish) => {
-                match publish.qos {
-                    QoS::AtMostOnce => {}
-                    QoS::AtLeastOnce => client.send(PubAck { pkid: publish.pkid }).await,
-                    QoS::ExactlyOnce => {
-                        assert!(
-                            awaiting_pubrel.insert(publish.pkid),
-                            "packet id {} reused while in flight",
-                            publish.pkid
-                        );
-                        client.send(PubRec { pkid: publish.pkid }).await;
-                    }
-                }
-                got.push(publish);
-            }
-            Packet::PubRel(PubRel { pkid }) => {
-                assert!(awaiting_pubrel.remove(&pkid), "PUBREL for packet id {pkid} that is not awaiting one");
-                client.send(PubComp { pkid }).await;
-            }
-            other => panic!("expected PUBLISH or PUBREL, got {other:?}"),
-        }
-    }
-    assert_eq!(got.len(), n, "more messages than expected: {got:?}");
-    got
-}
-
 /// Sends `packets` back to back, then completes every publisher-side flow: expects the PUBACKs
 /// and PUBRECs in the order the PUBLISH packets were sent [MQTT-4.6.0-2, MQTT-4.6.0-3], answers
 /// each PUBREC with PUBREL and expects the PUBCOMPs.
@@ -89,9 +49,7 @@ async fn publish_pipelined(client: &mut TestClient, packets: &[Publish]) {
 #[tokio::test]
 async fn publisher_to_broker_acknowledgements_carry_the_packet_id() {
     let broker = start_broker();
-    let (mut sub, _) = TestClient::connect(addr(&broker), "sub", true).await;
-    sub.subscribe(&[("ack/t", QoS::ExactlyOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("ack/t", QoS::ExactlyOnce)]).await;
 
     // QoS 0: nothing comes back; the PINGRESP is the next packet.
     publisher.send(publish_packet("ack/t", b"q0", QoS::AtMostOnce, false, 0)).await;
@@ -108,7 +66,7 @@ async fn publisher_to_broker_acknowledgements_carry_the_packet_id() {
         assert_eq!(publisher.recv().await, Packet::PubComp(PubComp { pkid }), "[MQTT-4.3.3-2] PUBCOMP");
     }
 
-    let got = collect(&mut sub, 7).await;
+    let got = sub.collect(7).await;
     let payloads: Vec<&[u8]> = got.iter().map(|p| p.payload.as_ref()).collect();
     assert_eq!(payloads, [&b"q0"[..], b"q1", b"q1", b"q1", b"q2", b"q2", b"q2"]);
     broker.stop();
@@ -133,9 +91,7 @@ async fn pubrel_for_unknown_packet_id_gets_pubcomp() {
 #[tokio::test]
 async fn broker_to_subscriber_packet_ids_and_dup() {
     let broker = start_broker();
-    let (mut sub, _) = TestClient::connect(addr(&broker), "sub", true).await;
-    sub.subscribe(&[("out/t", QoS::ExactlyOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("out/t", QoS::ExactlyOnce)]).await;
     for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
         publisher.publish("out/t", b"m", qos, false).await;
     }
@@ -158,9 +114,7 @@ async fn broker_to_subscriber_packet_ids_and_dup() {
 #[tokio::test]
 async fn qos2_flow_toward_subscriber_completes() {
     let broker = start_broker_with("max-inflight-messages: 1\n");
-    let (mut sub, _) = TestClient::connect(addr(&broker), "sub", true).await;
-    sub.subscribe(&[("q2/t", QoS::ExactlyOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("q2/t", QoS::ExactlyOnce)]).await;
     publisher.publish("q2/t", b"one", QoS::ExactlyOnce, false).await;
     publisher.publish("q2/t", b"two", QoS::ExactlyOnce, false).await;
 
@@ -185,9 +139,7 @@ async fn qos2_flow_toward_subscriber_completes() {
 #[tokio::test]
 async fn qos2_inbound_is_delivered_exactly_once() {
     let broker = start_broker();
-    let (mut sub, _) = TestClient::connect(addr(&broker), "sub", true).await;
-    sub.subscribe(&[("eo/t", QoS::ExactlyOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("eo/t", QoS::ExactlyOnce)]).await;
 
     let pkid = 77;
     let mut publish = publish_packet("eo/t", b"first", QoS::ExactlyOnce, false, pkid);
@@ -249,10 +201,8 @@ async fn delivery_qos_is_min_of_published_and_granted() {
 #[tokio::test]
 async fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
     let broker = start_broker();
-    let (mut sub, _) = TestClient::connect(addr(&broker), "sub", true).await;
-    let codes = sub.subscribe(&[("a/#", QoS::AtMostOnce), ("a/b", QoS::ExactlyOnce), ("+/b", QoS::AtLeastOnce)]).await;
-    assert_eq!(codes.len(), 3);
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let filters = [("a/#", QoS::AtMostOnce), ("a/b", QoS::ExactlyOnce), ("+/b", QoS::AtLeastOnce)];
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &filters).await;
     publisher.publish("a/b", b"once", QoS::ExactlyOnce, false).await;
     let got = sub.recv_publish().await;
     assert_eq!((topic(&got), got.payload.as_ref(), got.qos), ("a/b", b"once".as_ref(), QoS::ExactlyOnce));
@@ -268,14 +218,12 @@ async fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
 #[tokio::test]
 async fn qos1_messages_arrive_in_order() {
     let broker = start_broker();
-    let (mut sub, _) = TestClient::connect(addr(&broker), "sub", true).await;
-    sub.subscribe(&[("order/q1", QoS::AtLeastOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("order/q1", QoS::AtLeastOnce)]).await;
     let packets: Vec<Publish> = (1..=200u16)
         .map(|i| publish_packet("order/q1", i.to_string().as_bytes(), QoS::AtLeastOnce, false, i))
         .collect();
     publish_pipelined(&mut publisher, &packets).await;
-    let got = collect(&mut sub, 200).await;
+    let got = sub.collect(200).await;
     let payloads: Vec<String> = got.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect();
     let expected: Vec<String> = (1..=200).map(|i: u16| i.to_string()).collect();
     assert_eq!(payloads, expected);
@@ -287,13 +235,11 @@ async fn qos1_messages_arrive_in_order() {
 #[tokio::test]
 async fn qos0_messages_arrive_in_order() {
     let broker = start_broker();
-    let (mut sub, _) = TestClient::connect(addr(&broker), "sub", true).await;
-    sub.subscribe(&[("order/q0", QoS::AtMostOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("order/q0", QoS::AtMostOnce)]).await;
     for i in 1..=200u16 {
         publisher.send(publish_packet("order/q0", i.to_string().as_bytes(), QoS::AtMostOnce, false, 0)).await;
     }
-    let got = collect(&mut sub, 200).await;
+    let got = sub.collect(200).await;
     let payloads: Vec<String> = got.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect();
     let expected: Vec<String> = (1..=200).map(|i: u16| i.to_string()).collect();
     assert_eq!(payloads, expected);
@@ -306,9 +252,7 @@ async fn qos0_messages_arrive_in_order() {
 #[tokio::test]
 async fn mixed_qos_messages_arrive_in_order() {
     let broker = start_broker();
-    let (mut sub, _) = TestClient::connect(addr(&broker), "sub", true).await;
-    sub.subscribe(&[("order/mix", QoS::ExactlyOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("order/mix", QoS::ExactlyOnce)]).await;
     let packets: Vec<Publish> = (1..=150u16)
         .map(|i| {
             let qos = QOS_ALL[usize::from(i) % 3];
@@ -317,7 +261,7 @@ async fn mixed_qos_messages_arrive_in_order() {
         })
         .collect();
     publish_pipelined(&mut publisher, &packets).await;
-    let got = collect(&mut sub, packets.len()).await;
+    let got = sub.collect(packets.len()).await;
     let received: Vec<(String, QoS)> =
         got.iter().map(|p| (String::from_utf8_lossy(&p.payload).into_owned(), p.qos)).collect();
     let expected: Vec<(String, QoS)> =
@@ -331,9 +275,7 @@ async fn mixed_qos_messages_arrive_in_order() {
 #[tokio::test]
 async fn empty_and_large_payloads_pass_intact() {
     let broker = start_broker();
-    let (mut sub, _) = TestClient::connect(addr(&broker), "sub", true).await;
-    sub.subscribe(&[("size/t", QoS::AtLeastOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("size/t", QoS::AtLeastOnce)]).await;
     let large: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     for payload in [Vec::new(), large] {
         publisher.publish("size/t", &payload, QoS::AtLeastOnce, false).await;
@@ -379,11 +321,9 @@ async fn fan_out_to_fifty_subscribers() {
 #[tokio::test]
 async fn client_publish_to_dollar_topic_is_acknowledged_but_not_routed() {
     let broker = start_broker();
-    let (mut sub, _) = TestClient::connect(addr(&broker), "sub", true).await;
-    let codes =
-        sub.subscribe(&[("$SYS/#", QoS::AtLeastOnce), ("$x", QoS::AtLeastOnce), ("marker", QoS::AtLeastOnce)]).await;
-    assert_eq!(codes, vec![SubscribeReturnCode::Success(QoS::AtLeastOnce); 3]);
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    // `subscriber_and_publisher` asserts that all three are granted.
+    let filters = [("$SYS/#", QoS::AtLeastOnce), ("$x", QoS::AtLeastOnce), ("marker", QoS::AtLeastOnce)];
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &filters).await;
     // `publish` asserts the PUBACK / PUBREC-PUBREL-PUBCOMP flow.
     publisher.publish("$SYS/fake", b"no", QoS::AtLeastOnce, false).await;
     publisher.publish("$x", b"no", QoS::ExactlyOnce, false).await;
@@ -393,7 +333,7 @@ async fn client_publish_to_dollar_topic_is_acknowledged_but_not_routed() {
 
     // Nothing retained either: a later subscriber gets nothing, and the count stays at 0.
     let (mut late, _) = TestClient::connect(addr(&broker), "late", true).await;
-    late.subscribe(&[("$SYS/#", QoS::AtLeastOnce), ("$x", QoS::AtLeastOnce), ("marker", QoS::AtLeastOnce)]).await;
+    late.subscribe(&filters).await;
     assert_nothing_before_marker(&mut publisher, &mut late, "marker").await;
     assert_eq!(broker.stats().retained_messages, 0);
     broker.stop();

@@ -1,49 +1,9 @@
 //! Retained messages end to end (MQTT 3.1.1 section 3.3.1.3): stored, replaced, cleared,
 //! forwarded, sent to new subscriptions at the right QoS, matched by wildcards, and counted.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use amqtt_tests::*;
-
-const QOS_ALL: [QoS; 3] = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
-
-fn topic(publish: &Publish) -> &str {
-    publish.topic.as_ref()
-}
-
-/// Receives `n` PUBLISH packets, acknowledging QoS 1 and 2 ones whatever order the broker
-/// interleaves its PUBRELs with further messages in; returns once every QoS 2 flow is complete.
-async fn collect(client: &mut TestClient, n: usize) -> Vec<Publish> {
-    let mut got = Vec::with_capacity(n);
-    let mut awaiting_pubrel: HashSet<u16> = HashSet::new();
-    while got.len() < n || !awaiting_pubrel.is_empty() {
-        match client.recv().await {
-            Packet::Publish(publish) => {
-                match publish.qos {
-                    QoS::AtMostOnce => {}
-                    QoS::AtLeastOnce => client.send(PubAck { pkid: publish.pkid }).await,
-                    QoS::ExactlyOnce => {
-                        awaiting_pubrel.insert(publish.pkid);
-                        client.send(PubRec { pkid: publish.pkid }).await;
-                    }
-                }
-                got.push(publish);
-            }
-            Packet::PubRel(PubRel { pkid }) => {
-                assert!(awaiting_pubrel.remove(&pkid), "PUBREL for packet id {pkid} that is not awaiting one");
-                client.send(PubComp { pkid }).await;
-            }
-            other => panic!("expected PUBLISH or PUBREL, got {other:?}"),
-        }
-    }
-    got
-}
-
-/// A round trip through the router (UNSUBACK comes from it): everything the router was sent
-/// before, like the PUBLISH of a flow `client` or another client has completed, is applied.
-async fn router_sync(client: &mut TestClient) {
-    client.unsubscribe(&["sync/never/subscribed"]).await;
-}
 
 /// [MQTT-3.3.1-5] a PUBLISH with RETAIN=1 is stored, and [MQTT-3.3.1-8] sent with RETAIN=1 to a
 /// client that subscribes afterwards [MQTT-3.3.1-6]; only once.
@@ -91,14 +51,12 @@ async fn new_retained_message_replaces_the_old_one() {
 #[tokio::test]
 async fn zero_length_retained_publish_clears_and_is_delivered() {
     let broker = start_broker();
-    let (mut existing, _) = TestClient::connect(addr(&broker), "existing", true).await;
-    existing.subscribe(&[("r/t", QoS::AtLeastOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let (mut existing, mut publisher) = subscriber_and_publisher(addr(&broker), &[("r/t", QoS::AtLeastOnce)]).await;
     publisher.publish("r/t", b"value", QoS::AtLeastOnce, true).await;
     let got = existing.recv_publish().await;
     assert_eq!(got.payload.as_ref(), b"value");
     existing.ack(&got).await;
-    router_sync(&mut publisher).await;
+    publisher.router_sync().await;
     assert_eq!(broker.stats().retained_messages, 1);
 
     publisher.publish("r/t", b"", QoS::AtLeastOnce, true).await;
@@ -126,9 +84,7 @@ async fn zero_length_retained_publish_clears_and_is_delivered() {
 #[tokio::test]
 async fn retained_publish_is_forwarded_with_retain_0_to_existing_subscribers() {
     let broker = start_broker();
-    let (mut existing, _) = TestClient::connect(addr(&broker), "existing", true).await;
-    existing.subscribe(&[("r/t", QoS::ExactlyOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let (mut existing, mut publisher) = subscriber_and_publisher(addr(&broker), &[("r/t", QoS::ExactlyOnce)]).await;
     for qos in QOS_ALL {
         publisher.publish("r/t", b"live", qos, true).await;
         let got = existing.recv_publish().await;
@@ -176,7 +132,7 @@ async fn retained_messages_are_delivered_at_min_qos() {
         let (mut sub, _) = TestClient::connect(addr(&broker), &format!("sub{}", granted as u8), true).await;
         assert_eq!(sub.subscribe(&[("rq/+", granted)]).await, vec![SubscribeReturnCode::Success(granted)]);
         let got: BTreeMap<String, (QoS, bool)> =
-            collect(&mut sub, 3).await.iter().map(|p| (topic(p).to_string(), (p.qos, p.retain))).collect();
+            sub.collect(3).await.iter().map(|p| (topic(p).to_string(), (p.qos, p.retain))).collect();
         let expected: BTreeMap<String, (QoS, bool)> =
             QOS_ALL.iter().map(|&qos| (format!("rq/{}", qos as u8), (qos.min(granted), true))).collect();
         assert_eq!(got, expected, "granted {granted:?}");
@@ -207,7 +163,7 @@ async fn wildcard_subscription_gets_every_matching_retained_message() {
     for (i, (filter, expected, marker)) in cases.into_iter().enumerate() {
         let (mut sub, _) = TestClient::connect(addr(&broker), &format!("sub{i}"), true).await;
         sub.subscribe(&[(filter, QoS::AtLeastOnce)]).await;
-        let got = collect(&mut sub, expected.len()).await;
+        let got = sub.collect(expected.len()).await;
         let mut received: Vec<&str> = got.iter().map(topic).collect();
         received.sort_unstable();
         assert_eq!(received, expected, "retained messages for {filter}");
@@ -258,7 +214,7 @@ async fn retained_message_count_in_stats() {
     ];
     for (t, payload, retain, count) in steps {
         publisher.publish(t, payload, QoS::AtLeastOnce, retain).await;
-        router_sync(&mut publisher).await;
+        publisher.router_sync().await;
         assert_eq!(broker.stats().retained_messages, count, "after {t} {payload:?} retain={retain}");
     }
     broker.stop();

@@ -3,28 +3,36 @@
 
 use amqtt_tests::*;
 
-fn text(publish: &Publish) -> &str {
-    std::str::from_utf8(&publish.payload).expect("payloads in these tests are text")
-}
-
 /// A CONNECT with a will on `will_topic`: the watcher subscribed to it learns, by receiving the
 /// will, that the broker has noticed the connection is gone (instead of sleeping).
 fn connect_with_will(client_id: &str, clean_session: bool, will_topic: &str) -> Connect {
     Connect {
-        will: Some(LastWill {
-            topic: ByteString::from(will_topic),
-            message: bytes::Bytes::from_static(b"gone"),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-        }),
+        will: Some(last_will(will_topic, b"gone", QoS::AtLeastOnce, false)),
         ..connect_packet(client_id, clean_session)
     }
 }
 
+/// Waits for the will on `will_topic` and acknowledges it.
 async fn await_will(watcher: &mut TestClient, will_topic: &str) {
     let will = watcher.recv_publish().await;
     assert_eq!(&*will.topic, will_topic, "expected the will, got {will:?}");
     watcher.ack(&will).await;
+}
+
+/// Disconnects `sub`, resumes its session `client_id` (session present 1) and proves nothing is
+/// re-sent: the next message is a marker on `marker_topic`, which the session subscribes to.
+async fn assert_resumption_resends_nothing(
+    broker: &RunningBroker,
+    sub: TestClient,
+    client_id: &str,
+    publisher: &mut TestClient,
+    marker_topic: &str,
+) {
+    sub.disconnect().await;
+    let (mut sub, present) = TestClient::connect(addr(broker), client_id, false).await;
+    assert!(present);
+    assert_nothing_before_marker(publisher, &mut sub, marker_topic).await;
+    sub.disconnect().await;
 }
 
 /// [MQTT-3.1.2-4] [MQTT-3.1.2-5] [MQTT-3.2.2-2] subscriptions survive a disconnect, and QoS 1 and
@@ -67,10 +75,9 @@ async fn subscriptions_and_qos1_qos2_messages_survive_a_disconnect() {
 #[tokio::test]
 async fn inflight_messages_are_resent_with_dup_before_queued_ones() {
     let broker = start_broker();
-    let (mut watcher, _) = TestClient::connect(addr(&broker), "watcher", true).await;
-    watcher.subscribe(&[("gone/#", QoS::AtLeastOnce)]).await;
+    let mut watcher = subscriber(addr(&broker), "watcher", &[("gone/#", QoS::AtLeastOnce)]).await;
     let (mut sub, _) =
-        TestClient::connect_with(addr(&broker), connect_with_will("inflight", false, "gone/inflight")).await;
+        TestClient::connect_accepted(addr(&broker), connect_with_will("inflight", false, "gone/inflight")).await;
     sub.subscribe(&[("f/#", QoS::AtLeastOnce)]).await;
 
     let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
@@ -104,11 +111,7 @@ async fn inflight_messages_are_resent_with_dup_before_queued_ones() {
     assert_nothing_before_marker(&mut publisher, &mut sub, "f/marker").await;
 
     // Acknowledged means done: another resumption re-sends nothing.
-    sub.disconnect().await;
-    let (mut sub, present) = TestClient::connect(addr(&broker), "inflight", false).await;
-    assert!(present);
-    assert_nothing_before_marker(&mut publisher, &mut sub, "f/marker").await;
-    sub.disconnect().await;
+    assert_resumption_resends_nothing(&broker, sub, "inflight", &mut publisher, "f/marker").await;
     broker.stop();
 }
 
@@ -136,11 +139,7 @@ async fn qos2_pubrel_is_resent_not_the_publish() {
     assert_nothing_before_marker(&mut publisher, &mut sub, "q2/marker").await;
 
     // PUBCOMP completed the flow: nothing is re-sent on the next resumption.
-    sub.disconnect().await;
-    let (mut sub, present) = TestClient::connect(addr(&broker), "q2sub", false).await;
-    assert!(present);
-    assert_nothing_before_marker(&mut publisher, &mut sub, "q2/marker").await;
-    sub.disconnect().await;
+    assert_resumption_resends_nothing(&broker, sub, "q2sub", &mut publisher, "q2/marker").await;
     broker.stop();
 }
 

@@ -11,10 +11,6 @@ use amqtt_tests::*;
 
 use SubscribeReturnCode::{Failure, Success};
 
-fn topic(publish: &Publish) -> &str {
-    publish.topic.as_ref()
-}
-
 /// The topics of the messages `client` receives before one on `marker`, acknowledging each.
 async fn topics_until(client: &mut TestClient, marker: &str) -> Vec<String> {
     let mut topics = Vec::new();
@@ -124,10 +120,7 @@ async fn max_subscriptions_per_client_refuses_extra_filters() {
 
     sub.unsubscribe(&["l/b"]).await;
     assert_eq!(sub.subscribe(&[("l/c", QoS::AtLeastOnce)]).await, vec![Success(QoS::AtLeastOnce)]);
-    publisher.publish("l/c", b"now", QoS::AtLeastOnce, false).await;
-    let got = sub.recv_publish().await;
-    assert_eq!((topic(&got), got.payload.as_ref()), ("l/c", b"now".as_ref()));
-    sub.ack(&got).await;
+    round_trip(&mut publisher, &mut sub, "l/c", b"now").await;
     broker.stop();
 }
 
@@ -156,9 +149,11 @@ async fn unsuback_has_the_same_packet_id_even_for_unknown_filters() {
 #[tokio::test]
 async fn unsubscribe_stops_delivery_on_those_filters_only() {
     let broker = start_broker();
-    let (mut sub, _) = TestClient::connect(addr(&broker), "sub", true).await;
-    sub.subscribe(&[("u/a", QoS::AtLeastOnce), ("u/b", QoS::AtLeastOnce), ("u/+/c", QoS::AtLeastOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    let (mut sub, mut publisher) = subscriber_and_publisher(
+        addr(&broker),
+        &[("u/a", QoS::AtLeastOnce), ("u/b", QoS::AtLeastOnce), ("u/+/c", QoS::AtLeastOnce)],
+    )
+    .await;
     publisher.publish("u/x/c", b"before", QoS::AtLeastOnce, false).await;
     let got = sub.recv_publish().await;
     assert_eq!(got.payload.as_ref(), b"before");
@@ -182,10 +177,7 @@ async fn unsubscribe_compares_filters_character_by_character() {
     sub.subscribe(&[("a/b", QoS::AtLeastOnce), ("marker", QoS::AtLeastOnce)]).await;
     sub.unsubscribe(&["a/+", "a/#", "#", "A/b", "a/b/", "/a/b"]).await;
     let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
-    publisher.publish("a/b", b"still", QoS::AtLeastOnce, false).await;
-    let got = sub.recv_publish().await;
-    assert_eq!((topic(&got), got.payload.as_ref()), ("a/b", b"still".as_ref()));
-    sub.ack(&got).await;
+    round_trip(&mut publisher, &mut sub, "a/b", b"still").await;
 
     // With `a/+` added then removed, `a/b` stays, once.
     sub.subscribe(&[("a/+", QoS::AtLeastOnce)]).await;

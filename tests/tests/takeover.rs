@@ -3,38 +3,28 @@
 //! to the new one.
 
 use amqtt_tests::*;
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
 
-fn text(publish: &Publish) -> &str {
-    std::str::from_utf8(&publish.payload).expect("payloads in these tests are text")
-}
+/// Clean session flags, for readable calls.
+const CLEAN: bool = true;
+const PERSISTENT: bool = false;
 
-/// A bare connection for the races below, where a connection may be closed at any point and
-/// that outcome is an answer, not a failure.
-struct Raw(Framed<TcpStream, MqttCodec>);
-
-impl Raw {
-    async fn open(addr: std::net::SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).await.expect("cannot connect to the broker");
-        stream.set_nodelay(true).unwrap();
-        Raw(Framed::new(stream, MqttCodec::new(1024 * 1024)))
-    }
-
-    async fn send(&mut self, packet: impl Into<Packet>) {
-        // A connection the broker already closed may refuse the write: that shows up in `next`.
-        let _ = self.0.send(packet.into()).await;
-    }
-
-    /// The next packet, or None once the broker has closed the connection.
-    async fn next(&mut self) -> Option<Packet> {
-        match tokio::time::timeout(WAIT, self.0.next()).await {
-            Ok(Some(Ok(packet))) => Some(packet),
-            Ok(Some(Err(_))) | Ok(None) => None,
-            Err(_) => panic!("neither a packet nor a close within {WAIT:?}"),
-        }
-    }
+/// A takeover that resumes nothing: `client_id` connects with clean session `first` and
+/// subscribes to `t/#`, then connects again with clean session `second`. The first connection
+/// is closed, the second gets session present 0 (`statement` says which rule requires it) and
+/// the old subscription routes nothing to it.
+async fn assert_takeover_starts_afresh(client_id: &str, first: bool, second: bool, statement: &str) {
+    let broker = start_broker();
+    let (mut first, _) = TestClient::connect(addr(&broker), client_id, first).await;
+    first.subscribe(&[("t/#", QoS::AtLeastOnce)]).await;
+    let (mut second, present) = TestClient::connect(addr(&broker), client_id, second).await;
+    assert!(!present, "{statement}");
+    first.expect_closed().await;
+    second.subscribe(&[("m", QoS::AtLeastOnce)]).await;
+    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    publisher.publish("t/x", b"old subscription", QoS::AtLeastOnce, false).await;
+    assert_nothing_before_marker(&mut publisher, &mut second, "m").await;
+    second.disconnect().await;
+    broker.stop();
 }
 
 /// [MQTT-3.1.4-2] the first connection is closed by the broker, the second is accepted and works.
@@ -87,36 +77,14 @@ async fn persistent_takeover_moves_subscriptions_and_inflight_messages() {
 /// connection and discards its session: session-present 0, no subscription.
 #[tokio::test]
 async fn clean_takeover_discards_the_first_connections_subscriptions() {
-    let broker = start_broker();
-    let (mut first, _) = TestClient::connect(addr(&broker), "cleaner", false).await;
-    first.subscribe(&[("t/#", QoS::AtLeastOnce)]).await;
-    let (mut second, present) = TestClient::connect(addr(&broker), "cleaner", true).await;
-    assert!(!present, "[MQTT-3.2.2-1]");
-    first.expect_closed().await;
-    second.subscribe(&[("m", QoS::AtLeastOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
-    publisher.publish("t/x", b"old subscription", QoS::AtLeastOnce, false).await;
-    assert_nothing_before_marker(&mut publisher, &mut second, "m").await;
-    second.disconnect().await;
-    broker.stop();
+    assert_takeover_starts_afresh("cleaner", PERSISTENT, CLEAN, "[MQTT-3.2.2-1]").await;
 }
 
 /// [MQTT-3.1.4-2] [MQTT-3.1.2-6] [MQTT-3.2.2-3] taking over a clean-session-1 connection with
 /// clean session 0 does not resume anything: its state lasted only as long as its connection.
 #[tokio::test]
 async fn persistent_takeover_of_a_clean_connection_starts_afresh() {
-    let broker = start_broker();
-    let (mut first, _) = TestClient::connect(addr(&broker), "was-clean", true).await;
-    first.subscribe(&[("t/#", QoS::AtLeastOnce)]).await;
-    let (mut second, present) = TestClient::connect(addr(&broker), "was-clean", false).await;
-    assert!(!present, "[MQTT-3.2.2-3]");
-    first.expect_closed().await;
-    second.subscribe(&[("m", QoS::AtLeastOnce)]).await;
-    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
-    publisher.publish("t/x", b"old subscription", QoS::AtLeastOnce, false).await;
-    assert_nothing_before_marker(&mut publisher, &mut second, "m").await;
-    second.disconnect().await;
-    broker.stop();
+    assert_takeover_starts_afresh("was-clean", CLEAN, PERSISTENT, "[MQTT-3.2.2-3]").await;
 }
 
 /// [MQTT-3.1.4-2] a chain of three takeovers in quick succession (each CONNECT sent as soon as
@@ -155,7 +123,7 @@ async fn simultaneous_takeovers_leave_exactly_one_connection() {
 
     let mut conns = Vec::new();
     for _ in 0..3 {
-        conns.push(Raw::open(addr(&broker)).await);
+        conns.push(LenientClient::open(addr(&broker)).await);
     }
     for conn in &mut conns {
         conn.send(connect_packet("race", false)).await;
@@ -163,7 +131,7 @@ async fn simultaneous_takeovers_leave_exactly_one_connection() {
     // Each is answered with CONNACK, or closed if it lost the race before being answered.
     let mut answered = Vec::new();
     for (i, conn) in conns.iter_mut().enumerate() {
-        match conn.next().await {
+        match conn.recv_or_closed().await {
             Some(Packet::ConnAck(connack)) => {
                 assert_eq!(connack.code, ConnectReturnCode::Accepted);
                 answered.push(i);
@@ -178,7 +146,7 @@ async fn simultaneous_takeovers_leave_exactly_one_connection() {
     publisher.publish("race/x", b"winner", QoS::AtLeastOnce, false).await;
     let mut survivors = Vec::new();
     for i in answered {
-        match conns[i].next().await {
+        match conns[i].recv_or_closed().await {
             Some(Packet::Publish(publish)) => {
                 assert_eq!(text(&publish), "winner");
                 conns[i].send(PubAck { pkid: publish.pkid }).await;
@@ -192,7 +160,7 @@ async fn simultaneous_takeovers_leave_exactly_one_connection() {
     assert_eq!(broker.stats().clients_connected, 2, "the survivor and the publisher");
     let winner = &mut conns[survivors[0]];
     winner.send(Packet::PingReq).await;
-    assert_eq!(winner.next().await, Some(Packet::PingResp));
+    assert_eq!(winner.recv_or_closed().await, Some(Packet::PingResp));
     broker.stop();
 }
 
@@ -201,19 +169,12 @@ async fn simultaneous_takeovers_leave_exactly_one_connection() {
 #[tokio::test]
 async fn takeover_publishes_the_will_of_the_closed_connection() {
     let broker = start_broker();
-    let (mut watcher, _) = TestClient::connect(addr(&broker), "watcher", true).await;
-    watcher.subscribe(&[("will/#", QoS::AtLeastOnce)]).await;
+    let mut watcher = subscriber(addr(&broker), "watcher", &[("will/#", QoS::AtLeastOnce)]).await;
     let connect = Connect {
-        will: Some(LastWill {
-            topic: ByteString::from("will/taken"),
-            message: bytes::Bytes::from_static(b"taken over"),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-        }),
+        will: Some(last_will("will/taken", b"taken over", QoS::AtLeastOnce, false)),
         ..connect_packet("taken", true)
     };
-    let (mut first, connack) = TestClient::connect_with(addr(&broker), connect).await;
-    assert_eq!(connack.code, ConnectReturnCode::Accepted);
+    let (mut first, _) = TestClient::connect_accepted(addr(&broker), connect).await;
     let (second, _) = TestClient::connect(addr(&broker), "taken", true).await;
     first.expect_closed().await;
     let will = watcher.recv_publish().await;

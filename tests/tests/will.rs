@@ -7,33 +7,18 @@ use std::time::Duration;
 
 use amqtt_tests::*;
 
-fn text(publish: &Publish) -> &str {
-    std::str::from_utf8(&publish.payload).expect("payloads in these tests are text")
-}
-
+/// A CONNECT with a will on `topic` whose message is "will of `client_id`" (see `expect_will`).
 fn will_connect(client_id: &str, clean_session: bool, topic: &str, qos: QoS, retain: bool) -> Connect {
+    let message = format!("will of {client_id}");
     Connect {
-        will: Some(LastWill {
-            topic: ByteString::from(topic),
-            message: bytes::Bytes::copy_from_slice(format!("will of {client_id}").as_bytes()),
-            qos,
-            retain,
-        }),
+        will: Some(last_will(topic, message.as_bytes(), qos, retain)),
         ..connect_packet(client_id, clean_session)
     }
 }
 
+/// Connects with a will (from `will_connect`), asserting the broker accepts.
 async fn connect_will(addr: SocketAddr, connect: Connect) -> TestClient {
-    let (client, connack) = TestClient::connect_with(addr, connect).await;
-    assert_eq!(connack.code, ConnectReturnCode::Accepted);
-    client
-}
-
-/// A client subscribed to `filter` at `qos`.
-async fn watcher(addr: SocketAddr, id: &str, filter: &str, qos: QoS) -> TestClient {
-    let (mut client, _) = TestClient::connect(addr, id, true).await;
-    assert_eq!(client.subscribe(&[(filter, qos)]).await, vec![SubscribeReturnCode::Success(qos)]);
-    client
+    TestClient::connect_accepted(addr, connect).await.0
 }
 
 /// Receives the will of `client_id` on `topic` and checks its QoS and RETAIN flag.
@@ -52,7 +37,7 @@ async fn expect_will(watcher: &mut TestClient, topic: &str, client_id: &str, qos
 #[tokio::test]
 async fn will_published_when_the_socket_closes_without_disconnect() {
     let broker = start_broker();
-    let mut watcher = watcher(addr(&broker), "watcher", "will/#", QoS::ExactlyOnce).await;
+    let mut watcher = subscriber(addr(&broker), "watcher", &[("will/#", QoS::ExactlyOnce)]).await;
     let connect = will_connect("dropper", true, "will/dropper", QoS::AtLeastOnce, false);
     let client = connect_will(addr(&broker), connect).await;
     drop(client);
@@ -68,7 +53,7 @@ async fn will_published_when_the_socket_closes_without_disconnect() {
 #[tokio::test]
 async fn will_published_when_keep_alive_expires() {
     let broker = start_broker_with("timeout-disconnect-delay: 0\n");
-    let mut watcher = watcher(addr(&broker), "watcher", "will/#", QoS::AtLeastOnce).await;
+    let mut watcher = subscriber(addr(&broker), "watcher", &[("will/#", QoS::AtLeastOnce)]).await;
     let mut connect = will_connect("silent", true, "will/silent", QoS::AtLeastOnce, false);
     connect.keep_alive = 1;
     let mut client = connect_will(addr(&broker), connect).await;
@@ -84,7 +69,7 @@ async fn will_published_when_keep_alive_expires() {
 #[tokio::test]
 async fn will_published_when_the_client_breaks_the_protocol() {
     let broker = start_broker();
-    let mut watcher = watcher(addr(&broker), "watcher", "will/#", QoS::AtLeastOnce).await;
+    let mut watcher = subscriber(addr(&broker), "watcher", &[("will/#", QoS::AtLeastOnce)]).await;
     let connect = will_connect("garbler", true, "will/garbler", QoS::AtLeastOnce, false);
     let mut client = connect_will(addr(&broker), connect).await;
     client.send_bytes(&[0x00, 0x00, 0xFF, 0xFF]).await;
@@ -99,7 +84,7 @@ async fn will_published_when_the_client_breaks_the_protocol() {
 #[tokio::test]
 async fn will_published_when_the_connection_is_taken_over() {
     let broker = start_broker();
-    let mut watcher = watcher(addr(&broker), "watcher", "will/#", QoS::AtLeastOnce).await;
+    let mut watcher = subscriber(addr(&broker), "watcher", &[("will/#", QoS::AtLeastOnce)]).await;
     let connect = will_connect("twin", false, "will/twin", QoS::AtLeastOnce, false);
     let mut first = connect_will(addr(&broker), connect).await;
     let (mut second, present) = TestClient::connect(addr(&broker), "twin", false).await;
@@ -120,7 +105,7 @@ async fn will_published_when_the_connection_is_taken_over() {
 #[tokio::test]
 async fn will_not_published_after_disconnect() {
     let broker = start_broker();
-    let mut watcher = watcher(addr(&broker), "watcher", "will/#", QoS::AtLeastOnce).await;
+    let mut watcher = subscriber(addr(&broker), "watcher", &[("will/#", QoS::AtLeastOnce)]).await;
     let connect = will_connect("polite", false, "will/polite", QoS::AtLeastOnce, true);
     let client = connect_will(addr(&broker), connect).await;
     client.disconnect().await;
@@ -135,7 +120,7 @@ async fn will_not_published_after_disconnect() {
 #[tokio::test]
 async fn retained_will_becomes_the_retained_message() {
     let broker = start_broker();
-    let mut watcher = watcher(addr(&broker), "watcher", "will/#", QoS::AtLeastOnce).await;
+    let mut watcher = subscriber(addr(&broker), "watcher", &[("will/#", QoS::AtLeastOnce)]).await;
     let client = connect_will(addr(&broker), will_connect("keeper", true, "will/keeper", QoS::AtLeastOnce, true)).await;
     drop(client);
     expect_will(&mut watcher, "will/keeper", "keeper", QoS::AtLeastOnce, false).await;
@@ -152,12 +137,11 @@ async fn retained_will_becomes_the_retained_message() {
 #[tokio::test]
 async fn will_delivered_at_the_lower_of_will_and_granted_qos() {
     let broker = start_broker();
-    let all = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
     let mut watchers = Vec::new();
-    for granted in all {
-        watchers.push((granted, watcher(addr(&broker), &format!("w{}", granted as u8), "wq/#", granted).await));
+    for granted in QOS_ALL {
+        watchers.push((granted, subscriber(addr(&broker), &format!("w{}", granted as u8), &[("wq/#", granted)]).await));
     }
-    for will_qos in all {
+    for will_qos in QOS_ALL {
         let id = format!("q{}", will_qos as u8);
         let topic = format!("wq/{id}");
         let client = connect_will(addr(&broker), will_connect(&id, true, &topic, will_qos, false)).await;
