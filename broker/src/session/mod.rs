@@ -140,6 +140,8 @@ pub struct Session {
     /// Bytes received after a CONNECT, processed once the CONNECT is answered [MQTT-3.1.4-5].
     deferred: Option<Bytes>,
     dropped: u64,
+    /// Cancelled once CONNECT is accepted, so an idle connection holds no timer it no longer needs.
+    connect_timer: Option<SpawnHandle>,
 }
 
 impl Session {
@@ -175,6 +177,7 @@ impl Session {
                 to_route: Vec::new(),
                 deferred: None,
                 dropped: 0,
+                connect_timer: None,
                 shared,
             }
         });
@@ -329,6 +332,9 @@ impl Session {
             self.awaiting_pubrel = state.awaiting_pubrel;
         }
         self.client = Some(ClientIdentity { id, generation, clean_session });
+        if let Some(timer) = self.connect_timer.take() {
+            ctx.cancel_future(timer);
+        }
         self.write(Packet::ConnAck(ConnAck { session_present, code: ConnectReturnCode::Accepted }));
         // Unacknowledged messages go again first, in their original order [MQTT-4.4.0-1].
         let resend: Vec<Packet> = self.outbound.resend().collect();
@@ -559,12 +565,13 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Self::Context) {
         let _entered = self.span.clone().entered();
         debug!("connection accepted");
-        ctx.run_later(self.settings().connect_timeout, |act, ctx| {
+        let timer = ctx.run_later(self.settings().connect_timeout, |act, ctx| {
             if act.client.is_none() {
                 let _entered = act.span.clone().entered();
                 act.close(ctx, Close::ConnectTimeout);
             }
         });
+        self.connect_timer = Some(timer);
     }
 }
 
