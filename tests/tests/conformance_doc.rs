@@ -120,23 +120,11 @@ fn statement_rows(doc: &str) -> Vec<Row> {
         let cells = cells(line);
         let first = cells[0].trim_matches(|c| c == '`' || c == '[' || c == ']');
         let Some(id) = id_at(first) else { continue };
-        assert_eq!(
-            id,
-            first,
-            "line {}: first cell is not just a statement id",
-            i + 1
-        );
-        assert!(
-            cells.len() >= 3,
-            "line {}: a statement row needs at least 3 cells",
-            i + 1
-        );
+        assert_eq!(id, first, "line {}: first cell is not just a statement id", i + 1);
+        assert!(cells.len() >= 3, "line {}: a statement row needs at least 3 cells", i + 1);
         let last = *cells.last().unwrap();
-        let tests: Vec<String> = code_spans(last)
-            .into_iter()
-            .filter(|s| s.contains(".rs::"))
-            .map(String::from)
-            .collect();
+        let tests: Vec<String> =
+            code_spans(last).into_iter().filter(|s| s.contains(".rs::")).map(String::from).collect();
         let status = if last.starts_with("n/a:") {
             Status::NotApplicable
         } else if last.starts_with("not tested:") {
@@ -144,12 +132,7 @@ fn statement_rows(doc: &str) -> Vec<Row> {
         } else {
             Status::Tested
         };
-        rows.push(Row {
-            line: i + 1,
-            id: id.to_string(),
-            status,
-            tests,
-        });
+        rows.push(Row { line: i + 1, id: id.to_string(), status, tests });
     }
     rows
 }
@@ -180,17 +163,12 @@ fn is_ident(b: u8) -> bool {
 
 /// Checks one `path/file.rs::module::name` reference; the error says what is missing.
 fn check_test_ref(reference: &str) -> Result<(), String> {
-    let (file, path) = reference
-        .split_once(".rs::")
-        .ok_or_else(|| format!("`{reference}` is not `file.rs::name`"))?;
+    let (file, path) = reference.split_once(".rs::").ok_or_else(|| format!("`{reference}` is not `file.rs::name`"))?;
     let file = format!("{file}.rs");
     let full = root().join(&file);
-    let source =
-        fs::read_to_string(&full).map_err(|e| format!("`{reference}`: cannot read {file}: {e}"))?;
+    let source = fs::read_to_string(&full).map_err(|e| format!("`{reference}`: cannot read {file}: {e}"))?;
     let segments: Vec<&str> = path.split("::").collect();
-    let (name, modules) = segments
-        .split_last()
-        .expect("split yields at least one part");
+    let (name, modules) = segments.split_last().expect("split yields at least one part");
     if name.is_empty() || !name.bytes().all(is_ident) {
         return Err(format!("`{reference}`: `{name}` is not a function name"));
     }
@@ -239,11 +217,7 @@ fn doc() -> String {
 fn named_tests_exist() {
     let doc = doc();
     let rows = statement_rows(&doc);
-    assert!(
-        rows.len() > 100,
-        "only {} statement rows found: is the table intact?",
-        rows.len()
-    );
+    assert!(rows.len() > 100, "only {} statement rows found: is the table intact?", rows.len());
     let mut errors = Vec::new();
     for row in &rows {
         for reference in &row.tests {
@@ -252,11 +226,7 @@ fn named_tests_exist() {
             }
         }
     }
-    assert!(
-        errors.is_empty(),
-        "docs/conformance.md names tests that do not exist:\n{}",
-        errors.join("\n")
-    );
+    assert!(errors.is_empty(), "docs/conformance.md names tests that do not exist:\n{}", errors.join("\n"));
 }
 
 #[test]
@@ -268,20 +238,12 @@ fn every_cited_statement_has_a_row() {
         rust_files(&root().join(dir), &mut files);
     }
     files.sort();
-    assert!(
-        files.len() > 10,
-        "source scan found only {} files",
-        files.len()
-    );
+    assert!(files.len() > 10, "source scan found only {} files", files.len());
     let mut missing = Vec::new();
     for file in &files {
         for (line, id) in ids_in(&read(file)) {
             if !documented.contains(&id) {
-                let shown = file
-                    .strip_prefix(root())
-                    .unwrap_or(file)
-                    .display()
-                    .to_string();
+                let shown = file.strip_prefix(root()).unwrap_or(file).display().to_string();
                 missing.push(format!("{shown}:{line}: {id}"));
             }
         }
@@ -310,10 +272,7 @@ fn rows_are_well_formed_and_the_summary_adds_up() {
                 row.line, row.id
             )),
             Status::NotApplicable | Status::NotTested if !row.tests.is_empty() => {
-                errors.push(format!(
-                    "line {}: {} names tests but says it is n/a or not tested",
-                    row.line, row.id
-                ))
+                errors.push(format!("line {}: {} names tests but says it is n/a or not tested", row.line, row.id))
             }
             _ => {}
         }
@@ -331,16 +290,10 @@ fn rows_are_well_formed_and_the_summary_adds_up() {
         match stated.get(key) {
             Some(&n) if n == actual => {}
             Some(&n) => errors.push(format!("Summary says {n} {key}, the table has {actual}")),
-            None => errors.push(format!(
-                "Summary line has no count for `{key}` (the table has {actual})"
-            )),
+            None => errors.push(format!("Summary line has no count for `{key}` (the table has {actual})")),
         }
     }
-    assert!(
-        errors.is_empty(),
-        "docs/conformance.md:\n{}",
-        errors.join("\n")
-    );
+    assert!(errors.is_empty(), "docs/conformance.md:\n{}", errors.join("\n"));
 }
 
 #[test]
@@ -349,20 +302,10 @@ fn the_id_scanner_works() {
     let id = |rest: &str| format!("{}-{rest}", "MQTT");
     assert_eq!(id_at(&id("3.1.0-1]")), Some(id("3.1.0-1").as_str()));
     assert_eq!(id_at(&id("3.10.4-12, x")), Some(id("3.10.4-12").as_str()));
-    assert_eq!(
-        id_at(&id("3.3.3")),
-        None,
-        "a section reference is not a statement id"
-    );
+    assert_eq!(id_at(&id("3.3.3")), None, "a section reference is not a statement id");
     assert_eq!(id_at(&id("3-8.3-4")), None);
     assert_eq!(id_at(&id("4.3.1 ")), None);
-    let text = format!(
-        "a [{}] b {} c\n[{}, {}]",
-        id("1.5.3-1"),
-        id("2.2.2"),
-        id("4.6.0-2"),
-        id("4.6.0-3")
-    );
+    let text = format!("a [{}] b {} c\n[{}, {}]", id("1.5.3-1"), id("2.2.2"), id("4.6.0-2"), id("4.6.0-3"));
     let expected = vec![(1, id("1.5.3-1")), (2, id("4.6.0-2")), (2, id("4.6.0-3"))];
     assert_eq!(ids_in(&text), expected);
     assert!(defines_fn("async fn second_connect() {", "second_connect"));

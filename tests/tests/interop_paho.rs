@@ -62,7 +62,7 @@ async fn paho_roundtrip_qos1() {
     paho_roundtrip("1").await;
 }
 
-/// [MQTT-4.3.3-1] [MQTT-4.3.3-2] [MQTT-3.6.4-1] [MQTT-3.3.5-1] paho to paho at QoS 2:
+/// [MQTT-4.3.3-1] [MQTT-4.3.3-2] [MQTT-3.3.5-1] paho to paho at QoS 2:
 /// PUBREC/PUBREL/PUBCOMP both ways.
 #[tokio::test]
 async fn paho_roundtrip_qos2() {

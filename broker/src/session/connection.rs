@@ -111,11 +111,17 @@ impl Connection {
         Ok(self.closing && self.buf.is_empty())
     }
 
-    /// Asks for the connection to close once what is buffered has been written. Returns false
-    /// when there is nothing left to write, so it can close at once.
-    pub fn close_after_flush(&mut self) -> bool {
+    /// Stops reading at once and asks for the connection to close once what is buffered has
+    /// been written. Returns false when there is nothing left to write, so it can close at once.
+    pub fn close_after_flush(&mut self, ctx: &mut Context<Session>) -> bool {
         self.closing = true;
+        ctx.cancel_future(self.reader);
         !self.buf.is_empty() || self.writer.is_none()
+    }
+
+    /// Whether the connection only waits for its last write before closing.
+    pub fn is_closing(&self) -> bool {
+        self.closing
     }
 
     pub fn mark_connected(&mut self, stats: &Stats) {

@@ -492,7 +492,7 @@ impl Session {
         self.route_pending();
         let flush_first = matches!(reason, Close::Refused(_) | Close::ServerUnavailable);
         if let Some(conn) = &mut self.conn {
-            if flush_first && conn.close_after_flush() {
+            if flush_first && conn.close_after_flush(ctx) {
                 // finish_close runs once the refusing CONNACK has been written.
                 self.flush(ctx);
                 return;
@@ -577,6 +577,10 @@ impl Actor for Session {
 
 impl StreamHandler<Result<Bytes, ReadError>> for Session {
     fn handle(&mut self, item: Result<Bytes, ReadError>, ctx: &mut Self::Context) {
+        if self.conn.as_ref().is_none_or(Connection::is_closing) {
+            // Nothing received after a refused CONNECT is processed [MQTT-3.1.4-5].
+            return;
+        }
         let _entered = self.span.clone().entered();
         self.last_activity = Instant::now();
         match item {
