@@ -9,6 +9,7 @@ pub struct Stats {
     connections_refused: AtomicU64,
     messages_dropped: AtomicU64,
     protocol_errors: AtomicU64,
+    publisher_pauses: AtomicU64,
     retained_messages: AtomicUsize,
 }
 
@@ -23,6 +24,8 @@ pub struct StatsSnapshot {
     pub messages_dropped: u64,
     /// Connections closed for malformed input or a protocol violation.
     pub protocol_errors: u64,
+    /// Times a publisher was paused because a subscriber of its messages fell behind.
+    pub publisher_pauses: u64,
     pub retained_messages: usize,
 }
 
@@ -33,6 +36,7 @@ impl Stats {
             connections_refused: self.connections_refused.load(Relaxed),
             messages_dropped: self.messages_dropped.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
+            publisher_pauses: self.publisher_pauses.load(Relaxed),
             retained_messages: self.retained_messages.load(Relaxed),
         }
     }
@@ -55,6 +59,10 @@ impl Stats {
 
     pub(crate) fn protocol_error(&self) {
         self.protocol_errors.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn publisher_paused(&self) {
+        self.publisher_pauses.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn set_retained(&self, count: usize) {

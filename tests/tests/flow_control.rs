@@ -137,9 +137,9 @@ async fn stalled_subscriber_does_not_hold_up_the_others() {
 /// [MQTT-4.3.1-1] [MQTT-4.6.0-6] as above, with the publisher sending as fast as it can while the
 /// other subscriber reads concurrently: every message must still reach it in order.
 #[tokio::test]
-#[ignore = "broker bug: no publisher back-pressure (DESIGN.md, Back-pressure): QoS 0 messages to a \
-            subscriber that momentarily reads slower than the publisher writes are dropped once its \
-            write buffer and queue are full"]
+#[ignore = "known limit: publisher back-pressure (router Pause/Resume) reacts one router round trip late, \
+            so an unpaced QoS 0 burst can still overflow a 100-message queue before the publisher pauses; \
+            to be tightened with the benchmark work (issue 4)"]
 async fn stalled_subscriber_does_not_hold_up_the_others_unpaced() {
     let broker = start_broker_with("max-queued-messages: 100\n");
     let [stalled, mut fast, mut pinger, mut publisher] = flood_clients(&broker).await;
@@ -187,5 +187,36 @@ async fn burst_larger_than_the_queue_reaches_a_reading_subscriber() {
         assert_eq!(broker.stats().messages_dropped, 0);
     }
     assert_nothing_before_marker(&mut publisher, &mut sub, "b/marker").await;
+    broker.stop();
+}
+
+/// [MQTT-4.3.2-2] [MQTT-4.6.0-2] back-pressure instead of loss: a QoS 1 subscriber that reads
+/// slower than its publisher writes makes the broker pause the publisher (no longer reading its
+/// socket) while the subscriber's queue is over half of `max-queued-messages`, so every
+/// acknowledged message is delivered, in order, and nothing is dropped.
+#[tokio::test]
+async fn slow_subscriber_slows_the_publisher_instead_of_losing_messages() {
+    const COUNT: u32 = 200;
+    let broker = start_broker_with("max-queued-messages: 100\nmax-inflight-messages: 1\n");
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("slow/#", QoS::AtLeastOnce)]).await;
+    let publish_all = async {
+        for i in 0..COUNT {
+            publisher.publish("slow/t", &i.to_be_bytes(), QoS::AtLeastOnce, false).await;
+        }
+    };
+    let receive_slowly = async {
+        for i in 0..COUNT {
+            let publish = sub.recv_publish().await;
+            assert_eq!(publish.payload.as_ref(), i.to_be_bytes(), "message missing or out of order");
+            // A client slower than its publisher: this is what makes the queue grow.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            sub.ack(&publish).await;
+        }
+    };
+    tokio::join!(publish_all, receive_slowly);
+    let stats = broker.stats();
+    assert_eq!(stats.messages_dropped, 0, "{stats:?}");
+    assert!(stats.publisher_pauses > 0, "the publisher was never paused: {stats:?}");
+    assert_nothing_before_marker(&mut publisher, &mut sub, "slow/marker").await;
     broker.stop();
 }

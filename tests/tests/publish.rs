@@ -363,3 +363,55 @@ async fn client_receives_its_own_publications() {
     client.disconnect().await;
     broker.stop();
 }
+
+/// [MQTT-1.5.3-3] a topic holding U+FEFF (bytes EF BB BF) keeps it: the filter is not stripped
+/// (a message on the same topic without it does not match) and the subscriber receives the
+/// topic name byte for byte as published, BOM included.
+#[tokio::test]
+async fn byte_order_mark_in_topic_is_not_stripped() {
+    let broker = start_broker();
+    let bom_topic = "\u{FEFF}bom/topic";
+    assert_eq!(&bom_topic.as_bytes()[..3], [0xEF, 0xBB, 0xBF]);
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[(bom_topic, QoS::AtLeastOnce)]).await;
+    // Without the BOM the topic is another one: were the filter stripped, this would arrive
+    // first, since messages from one publisher arrive in order.
+    publisher.publish("bom/topic", b"plain", QoS::AtLeastOnce, false).await;
+    publisher.publish(bom_topic, b"bom", QoS::AtLeastOnce, false).await;
+    let got = sub.recv_publish().await;
+    assert_eq!(got.payload.as_ref(), b"bom", "the message without the BOM matched the BOM filter");
+    assert_eq!(got.topic.as_bytes(), bom_topic.as_bytes(), "topic not byte-identical [MQTT-1.5.3-3]");
+    sub.ack(&got).await;
+    assert_nothing_before_marker(&mut publisher, &mut sub, bom_topic).await;
+    broker.stop();
+}
+
+/// [MQTT-4.6.0-4] the broker sends its PUBRELs in the order the PUBRECs came in: a subscriber
+/// holds three QoS 2 messages unanswered, then sends their PUBRECs in the order 3, 1, 2 (in
+/// one write) and must receive the PUBRELs 3, 1, 2.
+#[tokio::test]
+async fn pubrels_follow_the_order_of_pubrecs() {
+    let broker = start_broker();
+    let (mut sub, mut publisher) = subscriber_and_publisher(addr(&broker), &[("rel/t", QoS::ExactlyOnce)]).await;
+    for payload in [b"1", b"2", b"3"] {
+        publisher.publish("rel/t", payload, QoS::ExactlyOnce, false).await;
+    }
+    let mut pkids = Vec::new();
+    for payload in [b"1", b"2", b"3"] {
+        let got = sub.recv_publish().await;
+        assert_eq!((got.qos, got.payload.as_ref()), (QoS::ExactlyOnce, payload.as_ref()));
+        pkids.push(got.pkid);
+    }
+    assert_eq!(pkids.iter().collect::<HashSet<_>>().len(), 3, "packet ids in flight must differ: {pkids:?}");
+
+    let order = [pkids[2], pkids[0], pkids[1]];
+    let bytes: Vec<u8> = order.iter().flat_map(|&pkid| raw::encode(PubRec { pkid })).collect();
+    sub.send_bytes(&bytes).await;
+    for pkid in order {
+        assert_eq!(sub.recv().await, Packet::PubRel(PubRel { pkid }), "PUBRELs out of order [MQTT-4.6.0-4]");
+    }
+    for pkid in order {
+        sub.send(PubComp { pkid }).await;
+    }
+    assert_nothing_before_marker(&mut publisher, &mut sub, "rel/t").await;
+    broker.stop();
+}

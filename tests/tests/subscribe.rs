@@ -286,3 +286,40 @@ async fn topics_with_spaces_and_unicode_work() {
     check_matching(&broker, &topics, cases).await;
     broker.stop();
 }
+
+/// [MQTT-3.10.4-3] QoS 1 and QoS 2 deliveries already started when the client unsubscribes are
+/// completed: after the UNSUBACK the broker still answers the PUBREC with PUBREL and accepts the
+/// PUBCOMP and PUBACK, and nothing new arrives afterwards ([MQTT-3.10.4-2]): no message on the
+/// removed filter, and, since the session is persistent, no redelivery of the two messages on
+/// reconnecting [MQTT-4.4.0-1], which proves the broker considers both flows complete.
+#[tokio::test]
+async fn deliveries_in_flight_complete_after_unsubscribe() {
+    let broker = start_broker();
+    let (mut sub, _) = TestClient::connect(addr(&broker), "sub", false).await;
+    let filters = [("inflight/t", QoS::ExactlyOnce), ("marker", QoS::AtLeastOnce)];
+    assert_eq!(sub.subscribe(&filters).await, [Success(QoS::ExactlyOnce), Success(QoS::AtLeastOnce)]);
+    let (mut publisher, _) = TestClient::connect(addr(&broker), "pub", true).await;
+    publisher.publish("inflight/t", b"two", QoS::ExactlyOnce, false).await;
+    publisher.publish("inflight/t", b"one", QoS::AtLeastOnce, false).await;
+
+    let q2 = sub.recv_publish().await;
+    assert_eq!((q2.qos, q2.payload.as_ref()), (QoS::ExactlyOnce, b"two".as_ref()));
+    let q1 = sub.recv_publish().await;
+    assert_eq!((q1.qos, q1.payload.as_ref()), (QoS::AtLeastOnce, b"one".as_ref()));
+
+    // Both flows are open when the subscription goes; the UNSUBACK must be the next packet.
+    sub.unsubscribe(&["inflight/t"]).await;
+    sub.send(PubRec { pkid: q2.pkid }).await;
+    assert_eq!(sub.recv().await, Packet::PubRel(PubRel { pkid: q2.pkid }), "QoS 2 flow not completed");
+    sub.send(PubComp { pkid: q2.pkid }).await;
+    sub.send(PubAck { pkid: q1.pkid }).await;
+
+    publisher.publish("inflight/t", b"after", QoS::AtLeastOnce, false).await;
+    assert_nothing_before_marker(&mut publisher, &mut sub, "marker").await;
+
+    sub.disconnect().await;
+    let (mut sub, session_present) = TestClient::connect(addr(&broker), "sub", false).await;
+    assert!(session_present, "the persistent session must be resumed");
+    assert_nothing_before_marker(&mut publisher, &mut sub, "marker").await;
+    broker.stop();
+}

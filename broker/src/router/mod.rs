@@ -15,12 +15,13 @@ mod subscriptions;
 use std::collections::HashMap;
 use std::mem;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use amqtt_protocol::{ByteString, Publish, QoS, SubscribeFilter, SubscribeReturnCode};
 use tracing::{debug, info, warn};
 
-use crate::session::{Deliver, Session, SessionState, SubscribeDone, TakeOver, UnsubscribeDone};
+use crate::session::{Deliver, Pause, Resume, Session, SessionState, SubscribeDone, TakeOver, UnsubscribeDone};
 use crate::stats::Stats;
 use retained::RetainedStore;
 use subscriptions::{Slot, Subscriber, SubscriptionTree};
@@ -42,6 +43,42 @@ struct Client {
     filters: HashMap<ByteString, QoS>,
     /// Deliveries collected while routing one batch, sent as one message at its end.
     pending: Vec<Publish>,
+    /// Since when the session's queue has been over its high-water mark.
+    congested_since: Option<Instant>,
+    /// Publishers paused because of this client, resumed when it catches up.
+    paused_publishers: Vec<Addr<Session>>,
+}
+
+/// How long a congested subscriber may slow its publishers down. A subscriber still behind
+/// after this is treated as stalled: its messages are queued and dropped by its own queue
+/// policy instead, so one stuck client cannot hold back everybody publishing to it.
+const STALL_GRACE: Duration = Duration::from_secs(2);
+
+impl Client {
+    fn new(id: ByteString, session: Addr<Session>, generation: u64, clean_session: bool) -> Self {
+        Client {
+            id,
+            session,
+            generation,
+            clean_session,
+            filters: HashMap::new(),
+            pending: Vec::new(),
+            congested_since: None,
+            paused_publishers: Vec::new(),
+        }
+    }
+
+    /// Whether routing to this client should slow `publisher` down.
+    fn holds_back(&self, publisher: &Addr<Session>) -> bool {
+        self.congested_since.is_some_and(|since| since.elapsed() < STALL_GRACE) && self.session != *publisher
+    }
+
+    fn resume_publishers(&mut self) {
+        self.congested_since = None;
+        for publisher in self.paused_publishers.drain(..) {
+            publisher.do_send(Resume);
+        }
+    }
 }
 
 pub struct Router {
@@ -102,7 +139,8 @@ impl Router {
     }
 
     fn remove_client(&mut self, slot: Slot) {
-        if let Some(client) = self.clients.get_mut(slot as usize).and_then(Option::take) {
+        if let Some(mut client) = self.clients.get_mut(slot as usize).and_then(Option::take) {
+            client.resume_publishers();
             for filter in client.filters.keys() {
                 self.tree.remove(filter, slot);
             }
@@ -119,7 +157,10 @@ impl Router {
         }
     }
 
-    fn route(&mut self, publish: Publish) {
+    /// Matches one message and queues its deliveries. Returns whether `publisher` should pause
+    /// because a subscriber is congested.
+    fn route(&mut self, publish: Publish, publisher: Option<&Addr<Session>>) -> bool {
+        let mut hold_back = false;
         if publish.retain {
             self.retained.set(publish.clone());
             self.stats.set_retained(self.retained.len());
@@ -137,6 +178,12 @@ impl Router {
             let Some(client) = self.clients.get_mut(subscriber.slot as usize).and_then(Option::as_mut) else {
                 continue;
             };
+            if let Some(publisher) = publisher.filter(|p| client.holds_back(p)) {
+                hold_back = true;
+                if !client.paused_publishers.contains(publisher) {
+                    client.paused_publishers.push(publisher.clone());
+                }
+            }
             if client.pending.is_empty() {
                 self.touched.push(subscriber.slot);
             }
@@ -152,6 +199,7 @@ impl Router {
             });
         }
         self.matched = matched;
+        hold_back
     }
 
     fn dispatch(&mut self) {
@@ -196,14 +244,7 @@ impl Handler<Register> for Router {
         self.next_generation += 1;
         let generation = self.next_generation;
         let Some(&slot) = self.by_id.get(&msg.client_id) else {
-            self.insert_client(Client {
-                id: msg.client_id,
-                session: msg.session,
-                generation,
-                clean_session: msg.clean_session,
-                filters: HashMap::new(),
-                pending: Vec::new(),
-            });
+            self.insert_client(Client::new(msg.client_id, msg.session, generation, msg.clean_session));
             return Box::pin(fut::ready(Registered { generation, session_present: false, resumed: None }));
         };
         let Some(client) = self.client_mut(slot) else {
@@ -211,6 +252,7 @@ impl Handler<Register> for Router {
         };
         let previous = mem::replace(&mut client.session, msg.session);
         client.generation = generation;
+        client.resume_publishers();
         // The old state survives only if both the old and the new connection asked for a
         // persistent session [MQTT-3.1.2-4, MQTT-3.1.2-6].
         let resume = !msg.clean_session && !client.clean_session;
@@ -248,19 +290,51 @@ impl Handler<Unregister> for Router {
     }
 }
 
-/// A batch of application messages published by clients (or wills), in arrival order.
+/// A batch of application messages published by one client (or its will), in arrival order.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Route(pub Vec<Publish>);
+pub struct Route {
+    /// The publishing session, which is paused while a subscriber of the batch is congested.
+    pub from: Option<Addr<Session>>,
+    pub batch: Vec<Publish>,
+}
 
 impl Handler<Route> for Router {
     type Result = ();
 
-    fn handle(&mut self, Route(batch): Route, _ctx: &mut Self::Context) {
+    fn handle(&mut self, Route { from, batch }: Route, _ctx: &mut Self::Context) {
+        let mut hold_back = false;
         for publish in batch {
-            self.route(publish);
+            hold_back |= self.route(publish, from.as_ref());
         }
         self.dispatch();
+        if let Some(publisher) = from.filter(|_| hold_back) {
+            self.stats.publisher_paused();
+            publisher.do_send(Pause);
+        }
+    }
+}
+
+/// A session's queue crossed its high-water mark (or came back under its low-water mark).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Congestion {
+    pub client_id: ByteString,
+    pub generation: u64,
+    pub congested: bool,
+}
+
+impl Handler<Congestion> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Congestion, _ctx: &mut Self::Context) {
+        let Some(slot) = self.current_slot(&msg.client_id, msg.generation) else { return };
+        let Some(client) = self.client_mut(slot) else { return };
+        if msg.congested {
+            client.congested_since.get_or_insert_with(Instant::now);
+        } else {
+            client.resume_publishers();
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::io;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::error;
 
+use super::reader::ReadGate;
 use super::Session;
 use crate::stats::Stats;
 
@@ -52,17 +54,20 @@ pub struct Connection {
     writer: Option<BoxedWriter>,
     buf: BytesMut,
     reader: SpawnHandle,
+    /// Pauses the reader while this client's messages cannot be delivered fast enough.
+    pub gate: Rc<ReadGate>,
     closing: bool,
     counted_as_connected: bool,
     _permit: ConnectionPermit,
 }
 
 impl Connection {
-    pub fn new(writer: BoxedWriter, reader: SpawnHandle, permit: ConnectionPermit) -> Self {
+    pub fn new(writer: BoxedWriter, reader: SpawnHandle, gate: Rc<ReadGate>, permit: ConnectionPermit) -> Self {
         Connection {
             writer: Some(writer),
             buf: BytesMut::new(),
             reader,
+            gate,
             closing: false,
             counted_as_connected: false,
             _permit: permit,

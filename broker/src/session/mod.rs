@@ -12,6 +12,7 @@ mod reader;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ use connection::Connection;
 pub(crate) use connection::ConnectionPermit;
 pub use outbound::Dropped;
 use outbound::Outbound;
-use reader::{FrameReader, ReadError};
+use reader::{FrameReader, ReadError, ReadGate};
 
 /// Settings every session follows, from the broker configuration.
 #[derive(Debug, Clone)]
@@ -80,6 +81,16 @@ pub struct UnsubscribeDone {
     pub pkid: u16,
 }
 
+/// Stop reading from the client: a subscriber of its messages is falling behind.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Pause;
+
+/// Read from the client again: the subscriber that caused a `Pause` has caught up.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resume;
+
 /// Another connection claimed this session's client id: close the connection and stop,
 /// handing over the session state when it is resumed.
 #[derive(Message)]
@@ -124,6 +135,9 @@ struct ClientIdentity {
 /// broker's memory grow, its messages wait in the bounded queue instead.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 
+/// Longest a publisher is paused for one congested subscriber before it reads again.
+const MAX_PAUSE: Duration = Duration::from_millis(500);
+
 pub struct Session {
     span: Span,
     shared: Arc<SessionShared>,
@@ -142,6 +156,10 @@ pub struct Session {
     dropped: u64,
     /// Cancelled once CONNECT is accepted, so an idle connection holds no timer it no longer needs.
     connect_timer: Option<SpawnHandle>,
+    /// Whether the router has been told that this session's queue is over its high-water mark.
+    congested: bool,
+    /// Ends a back-pressure pause that the router does not end first.
+    pause_timer: Option<SpawnHandle>,
 }
 
 impl Session {
@@ -162,12 +180,13 @@ impl Session {
         let (read, write) = stream.into_split();
         Session::create(move |ctx| {
             let span = tracing::info_span!("conn", %peer, client_id = tracing::field::Empty);
-            let reader = ctx.add_stream(FrameReader::new(read, shared.settings.max_packet_size));
+            let gate = Rc::new(ReadGate::default());
+            let reader = ctx.add_stream(FrameReader::new(read, shared.settings.max_packet_size, gate.clone()));
             let settings = &shared.settings;
             let outbound = Outbound::new(settings.max_inflight_messages, settings.max_queued_messages);
             Session {
                 span,
-                conn: Some(Connection::new(Box::new(write), reader, permit)),
+                conn: Some(Connection::new(Box::new(write), reader, gate, permit)),
                 client: None,
                 will: None,
                 keep_alive_timeout: None,
@@ -178,6 +197,8 @@ impl Session {
                 deferred: None,
                 dropped: 0,
                 connect_timer: None,
+                congested: false,
+                pause_timer: None,
                 shared,
             }
         });
@@ -215,7 +236,8 @@ impl Session {
                 return self.close(ctx, reason);
             }
         }
-        self.route_pending();
+        self.route_pending(ctx);
+        self.update_congestion();
         self.flush(ctx);
     }
 
@@ -393,9 +415,11 @@ impl Session {
         self.to_route.push(publish);
     }
 
-    fn route_pending(&mut self) {
+    fn route_pending(&mut self, ctx: &mut Context<Self>) {
         if !self.to_route.is_empty() {
-            self.shared.router.do_send(router::Route(std::mem::take(&mut self.to_route)));
+            // Registered publishers can be slowed down when their subscribers fall behind.
+            let from = self.client.is_some().then(|| ctx.address());
+            self.shared.router.do_send(router::Route { from, batch: std::mem::take(&mut self.to_route) });
         }
     }
 
@@ -418,6 +442,36 @@ impl Session {
         }
     }
 
+    /// Tells the router when this session's queue crosses its high-water mark (half of
+    /// `max-queued-messages`) and when it is back under the low-water mark (a quarter), so the
+    /// router can slow down the publishers feeding it instead of dropping their messages. An
+    /// offline session is never congested: nobody waits for a client that is away.
+    fn update_congestion(&mut self) {
+        let Some(client) = &self.client else { return };
+        let queued = self.outbound.queued_len();
+        let max = self.shared.settings.max_queued_messages;
+        let congested =
+            self.conn.is_some() && if self.congested { queued > max / 4 } else { queued >= (max / 2).max(1) };
+        if congested != self.congested {
+            self.congested = congested;
+            debug!(queued, congested, "subscriber congestion changed");
+            self.shared.router.do_send(router::Congestion {
+                client_id: client.id.clone(),
+                generation: client.generation,
+                congested,
+            });
+        }
+    }
+
+    fn resume_reading(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.pause_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if let Some(conn) = &self.conn {
+            conn.gate.resume();
+        }
+    }
+
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let Some(conn) = &mut self.conn else { return };
         let Some(write) = conn.start_flush() else { return };
@@ -429,6 +483,7 @@ impl Session {
                 Ok(true) => act.finish_close(ctx),
                 Ok(false) => {
                     act.pump();
+                    act.update_congestion();
                     act.flush(ctx);
                 }
             }
@@ -489,7 +544,7 @@ impl Session {
                 });
             }
         }
-        self.route_pending();
+        self.route_pending(ctx);
         let flush_first = matches!(reason, Close::Refused(_) | Close::ServerUnavailable);
         if let Some(conn) = &mut self.conn {
             if flush_first && conn.close_after_flush(ctx) {
@@ -517,6 +572,7 @@ impl Session {
     /// After the connection is gone: a persistent session waits for its client to come back,
     /// anything else ends.
     fn park_or_stop(&mut self, ctx: &mut Context<Self>) {
+        self.update_congestion();
         match &self.client {
             Some(client) if !client.clean_session => {
                 let dropped = self.outbound.discard_queued_qos0();
@@ -614,7 +670,7 @@ impl Handler<Deliver> for Session {
             // `max-queued-messages` does not overflow the queue of a client that keeps up.
             self.pump();
         }
-        self.pump();
+        self.update_congestion();
         self.flush(ctx);
     }
 }
@@ -634,6 +690,30 @@ impl Handler<UnsubscribeDone> for Session {
     fn handle(&mut self, msg: UnsubscribeDone, ctx: &mut Self::Context) {
         self.write(Packet::UnsubAck(UnsubAck { pkid: msg.pkid }));
         self.flush(ctx);
+    }
+}
+
+impl Handler<Pause> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Pause, ctx: &mut Self::Context) {
+        let Some(conn) = &self.conn else { return };
+        conn.gate.pause();
+        if let Some(timer) = self.pause_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.pause_timer = Some(ctx.run_later(MAX_PAUSE, |act, ctx| {
+            act.pause_timer = None;
+            act.resume_reading(ctx);
+        }));
+    }
+}
+
+impl Handler<Resume> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Resume, ctx: &mut Self::Context) {
+        self.resume_reading(ctx);
     }
 }
 
