@@ -23,7 +23,7 @@ use amqtt_protocol::{
     PubRel, Publish, QoS, SubAck, SubscribeReturnCode, UnsubAck,
 };
 use bytes::Bytes;
-use tracing::{debug, info, warn, Span};
+use tracing::{debug, warn, Span};
 
 use crate::router::{self, Registered, Router};
 use crate::stats::Stats;
@@ -32,6 +32,15 @@ pub(crate) use connection::ConnectionPermit;
 pub use outbound::Dropped;
 use outbound::Outbound;
 use reader::{FrameReader, ReadError, ReadGate};
+
+/// Logs an event with the connection's peer address and client id as fields. The per-connection
+/// span is a debug-level span (at info level it would cost every idle connection its formatted
+/// fields), so events at info level and above carry the two fields themselves.
+macro_rules! conn_event {
+    ($level:ident, $session:expr, $($rest:tt)+) => {
+        tracing::$level!(peer = %$session.peer, client_id = %$session.client_id, $($rest)+)
+    };
+}
 
 /// Settings every session follows, from the broker configuration.
 #[derive(Debug, Clone)]
@@ -140,10 +149,14 @@ const MAX_PAUSE: Duration = Duration::from_millis(500);
 
 pub struct Session {
     span: Span,
+    peer: SocketAddr,
+    /// Empty until CONNECT names (or is given) one.
+    client_id: ByteString,
     shared: Arc<SessionShared>,
     conn: Option<Connection>,
     client: Option<ClientIdentity>,
-    will: Option<LastWill>,
+    /// Boxed: most clients have none, and every idle connection pays for the field's size.
+    will: Option<Box<LastWill>>,
     /// Silence after which the client is disconnected: 1.5 x its keep-alive plus the grace.
     keep_alive_timeout: Option<Duration>,
     last_activity: Instant,
@@ -179,13 +192,15 @@ impl Session {
         };
         let (read, write) = stream.into_split();
         Session::create(move |ctx| {
-            let span = tracing::info_span!("conn", %peer, client_id = tracing::field::Empty);
+            let span = tracing::debug_span!("conn", %peer, client_id = tracing::field::Empty);
             let gate = Rc::new(ReadGate::default());
             let reader = ctx.add_stream(FrameReader::new(read, shared.settings.max_packet_size, gate.clone()));
             let settings = &shared.settings;
             let outbound = Outbound::new(settings.max_inflight_messages, settings.max_queued_messages);
             Session {
                 span,
+                peer,
+                client_id: ByteString::new(),
                 conn: Some(Connection::new(Box::new(write), reader, gate, permit)),
                 client: None,
                 will: None,
@@ -315,18 +330,21 @@ impl Session {
             }
             generate_client_id() // [MQTT-3.1.3-6]
         } else {
-            connect.client_id
+            // A copy, so that the id does not keep the whole read buffer it arrived in alive for
+            // as long as the session lives.
+            ByteString::from(&*connect.client_id)
         };
         if connect.username.is_none() && !self.settings().allow_anonymous {
             return Err(self.refuse(ConnectReturnCode::NotAuthorized));
         }
         self.span.record("client_id", client_id.as_ref() as &str);
+        self.client_id = client_id.clone();
         if connect.keep_alive > 0 {
             let timeout =
                 Duration::from_millis(u64::from(connect.keep_alive) * 1500) + self.settings().keep_alive_grace;
             self.keep_alive_timeout = Some(timeout);
         }
-        self.will = connect.will;
+        self.will = connect.will.map(Box::new);
         let clean_session = connect.clean_session;
         let register = router::Register { client_id: client_id.clone(), clean_session, session: ctx.address() };
         // `wait` holds back the mailbox and the socket until the router has answered, so the
@@ -366,7 +384,9 @@ impl Session {
         if let Some(conn) = &mut self.conn {
             conn.mark_connected(&self.shared.stats);
         }
-        info!(
+        conn_event!(
+            info,
+            self,
             clean_session,
             session_present,
             keep_alive_timeout = ?self.keep_alive_timeout,
@@ -510,28 +530,32 @@ impl Session {
             return;
         }
         match &reason {
-            Close::Disconnect => info!("client disconnected"),
-            Close::PeerClosed => info!("connection closed by the client without DISCONNECT"),
-            Close::Io(error) => info!(%error, "connection lost"),
+            Close::Disconnect => conn_event!(info, self, "client disconnected"),
+            Close::PeerClosed => conn_event!(info, self, "connection closed by the client without DISCONNECT"),
+            Close::Io(error) => conn_event!(info, self, %error, "connection lost"),
             Close::Malformed(error) => {
                 self.shared.stats.protocol_error();
-                warn!(%error, "malformed packet: closing the connection");
+                conn_event!(warn, self, %error, "malformed packet: closing the connection");
             }
             Close::ProtocolViolation(what) => {
                 self.shared.stats.protocol_error();
-                warn!(violation = what, "protocol violation: closing the connection");
+                conn_event!(warn, self, violation = what, "protocol violation: closing the connection");
             }
-            Close::KeepAliveTimeout(timeout) => info!(?timeout, "keep-alive expired: closing the connection"),
+            Close::KeepAliveTimeout(timeout) => {
+                conn_event!(info, self, ?timeout, "keep-alive expired: closing the connection")
+            }
             Close::ConnectTimeout => {
-                info!(timeout = ?self.settings().connect_timeout, "no CONNECT in time: closing the connection")
+                conn_event!(info, self, timeout = ?self.settings().connect_timeout, "no CONNECT in time: closing the connection")
             }
-            Close::Refused(code) => info!(%code, "connection refused"),
-            Close::TakenOver => info!("connection taken over by a new connection with the same client id"),
-            Close::ServerUnavailable => warn!("router unavailable: closing the connection"),
+            Close::Refused(code) => conn_event!(info, self, %code, "connection refused"),
+            Close::TakenOver => {
+                conn_event!(info, self, "connection taken over by a new connection with the same client id")
+            }
+            Close::ServerUnavailable => conn_event!(warn, self, "router unavailable: closing the connection"),
         }
         let will = self.will.take();
         if reason.publishes_will() && self.client.is_some() {
-            if let Some(will) = will {
+            if let Some(will) = will.map(|will| *will) {
                 // The will goes out on every close but DISCONNECT [MQTT-3.1.2-8].
                 debug!(topic = %will.topic, "publishing will message");
                 self.queue_for_routing(Publish {
@@ -598,7 +622,13 @@ impl Session {
         self.shared.stats.message_dropped();
         // Counted every time, logged at powers of two so a stalled client cannot flood the log.
         if self.dropped.is_power_of_two() {
-            warn!(total_dropped = self.dropped, ?dropped, "session queue full (max-queued-messages): message dropped");
+            conn_event!(
+                warn,
+                self,
+                total_dropped = self.dropped,
+                ?dropped,
+                "session queue full (max-queued-messages): message dropped"
+            );
         } else {
             debug!(total_dropped = self.dropped, ?dropped, "session queue full: message dropped");
         }

@@ -2,9 +2,13 @@
 //!
 //! Each item is every complete packet that one read made available, as one `Bytes`: the session
 //! decodes them all before it routes, so a burst of PUBLISH packets becomes one batch for the
-//! router. The buffer starts small and grows with the packet being read (never beyond the
-//! maximum packet size, which is checked from the fixed header before the body is buffered),
-//! and a large buffer is released once it is drained, so an idle connection holds little memory.
+//! router.
+//!
+//! Memory follows the traffic. A connection with nothing buffered waits for data with a small
+//! stack buffer, so an idle client holds no read buffer at all. Once data flows, reads go into
+//! a buffer whose size adapts: doubled while reads fill it (a busy publisher gets large batches
+//! and few system calls), halved while they use little of it. A packet being read is never
+//! buffered beyond the maximum packet size, which is checked from its fixed header first.
 
 use std::cell::Cell;
 use std::io;
@@ -15,13 +19,15 @@ use std::task::{ready, Context, Poll, Waker};
 use amqtt_protocol::{frame_len, DecodeError};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
-/// The smallest read: enough for most control packets and small publishes.
-const MIN_READ: usize = 256;
-/// A drained buffer larger than this is given back instead of being kept for the next packet.
-const KEEP_CAPACITY: usize = 8 * 1024;
+/// Stack buffer for the first read after a quiet spell: most control packets and small
+/// publishes fit, and nothing stays allocated while the client is silent.
+const PROBE: usize = 512;
+/// Bounds of the adaptive read size.
+const MIN_READ: usize = 1024;
+const MAX_READ: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -60,6 +66,7 @@ impl ReadGate {
 pub struct FrameReader<R> {
     io: R,
     buf: BytesMut,
+    read_size: usize,
     max_packet_size: usize,
     done: bool,
     gate: Rc<ReadGate>,
@@ -67,7 +74,16 @@ pub struct FrameReader<R> {
 
 impl<R> FrameReader<R> {
     pub fn new(io: R, max_packet_size: usize, gate: Rc<ReadGate>) -> Self {
-        FrameReader { io, buf: BytesMut::new(), max_packet_size, done: false, gate }
+        FrameReader { io, buf: BytesMut::new(), read_size: MIN_READ, max_packet_size, done: false, gate }
+    }
+
+    /// Adapts the next read size to how much the last read brought.
+    fn record_read(&mut self, read: usize, room: usize) {
+        if read == room {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if read < self.read_size / 4 {
+            self.read_size = (self.read_size / 2).max(MIN_READ);
+        }
     }
 
     /// Length of the longest prefix of the buffer made of whole packets.
@@ -92,38 +108,72 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
             this.gate.waker.set(Some(cx.waker().clone()));
             return Poll::Pending;
         }
+        // Whether the last read may have left more data in the socket.
+        let mut more = false;
         loop {
             let complete = match this.complete_prefix() {
                 Ok(complete) => complete,
-                Err(error) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(error.into())));
-                }
+                Err(error) => return this.fail(error.into()),
             };
-            if complete > 0 {
+            if complete > 0 && !more {
                 let frames = this.buf.split_to(complete).freeze();
-                if this.buf.is_empty() && this.buf.capacity() > KEEP_CAPACITY {
+                if this.buf.is_empty() {
+                    // Let the allocation go with the frames, which the session drops once handled.
                     this.buf = BytesMut::new();
                 }
                 return Poll::Ready(Some(Ok(frames)));
             }
-            // Grow geometrically while a large packet arrives; frame_len has already refused
-            // anything over the maximum packet size.
-            if this.buf.capacity() == this.buf.len() {
-                this.buf.reserve(this.buf.len().max(MIN_READ));
-            }
-            match ready!(poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf)) {
-                Ok(0) => {
-                    this.done = true;
-                    return Poll::Ready(None);
+            let read = if this.buf.is_empty() {
+                let mut probe = [0u8; PROBE];
+                let mut probe = ReadBuf::new(&mut probe);
+                if let Err(error) = ready!(Pin::new(&mut this.io).poll_read(cx, &mut probe)) {
+                    return this.fail(error.into());
                 }
-                Ok(_) => {}
-                Err(error) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(error.into())));
+                let filled = probe.filled();
+                more = filled.len() == PROBE;
+                // A short read is all there is: keep exactly that. A full one likely has more
+                // behind it: make room for a real read.
+                this.buf = BytesMut::with_capacity(if more { this.read_size } else { filled.len() });
+                this.buf.extend_from_slice(filled);
+                filled.len()
+            } else {
+                if this.buf.capacity() == this.buf.len() {
+                    // Room for at least the partial packet again: geometric growth for packets
+                    // larger than a read; frame_len has refused anything over the maximum.
+                    this.buf.reserve(this.read_size.max(this.buf.len()));
                 }
+                let room = this.buf.capacity() - this.buf.len();
+                match poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf) {
+                    Poll::Ready(Ok(read)) => {
+                        this.record_read(read, room);
+                        more = read == room;
+                        if read == 0 {
+                            more = false;
+                        }
+                        read
+                    }
+                    Poll::Ready(Err(error)) => return this.fail(error.into()),
+                    // Nothing more for now: hand over what is complete, if anything.
+                    Poll::Pending if more => {
+                        more = false;
+                        continue;
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            };
+            if read == 0 {
+                // End of stream; a partial packet left in the buffer is simply dropped.
+                this.done = true;
+                return Poll::Ready(None);
             }
         }
+    }
+}
+
+impl<R> FrameReader<R> {
+    fn fail(&mut self, error: ReadError) -> Poll<Option<Result<Bytes, ReadError>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(error)))
     }
 }
 
