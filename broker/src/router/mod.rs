@@ -84,7 +84,8 @@ impl Client {
 pub struct Router {
     settings: RouterSettings,
     stats: Arc<Stats>,
-    clients: Vec<Option<Client>>,
+    /// Boxed, so the table's spare capacity costs a pointer per slot, not a whole client.
+    clients: Vec<Option<Box<Client>>>,
     free_slots: Vec<Slot>,
     by_id: HashMap<ByteString, Slot>,
     tree: SubscriptionTree,
@@ -112,7 +113,7 @@ impl Router {
     }
 
     fn client_mut(&mut self, slot: Slot) -> Option<&mut Client> {
-        self.clients.get_mut(slot as usize).and_then(Option::as_mut)
+        self.clients.get_mut(slot as usize).and_then(Option::as_deref_mut)
     }
 
     /// The slot of `client_id` if `generation` is still its current connection.
@@ -126,11 +127,11 @@ impl Router {
         let id = client.id.clone();
         let slot = match self.free_slots.pop() {
             Some(slot) => {
-                self.clients[slot as usize] = Some(client);
+                self.clients[slot as usize] = Some(Box::new(client));
                 slot
             }
             None => {
-                self.clients.push(Some(client));
+                self.clients.push(Some(Box::new(client)));
                 (self.clients.len() - 1) as Slot
             }
         };

@@ -10,7 +10,7 @@ mod connection;
 mod outbound;
 mod reader;
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,7 +67,7 @@ pub struct SessionState {
     outbound: Outbound,
     /// Packet ids of QoS 2 messages received and routed whose PUBREL has not come yet: a
     /// PUBLISH re-sent with one of them is not routed again [MQTT-4.3.3-2].
-    awaiting_pubrel: HashSet<u16>,
+    awaiting_pubrel: BTreeSet<u16>,
 }
 
 /// Messages routed to this session.
@@ -133,8 +133,8 @@ impl Close {
     }
 }
 
+/// What the router assigned to the accepted CONNECT (the id itself is `Session::client_id`).
 struct ClientIdentity {
-    id: ByteString,
     generation: u64,
     clean_session: bool,
 }
@@ -148,7 +148,6 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 const MAX_PAUSE: Duration = Duration::from_millis(500);
 
 pub struct Session {
-    span: Span,
     peer: SocketAddr,
     /// Empty until CONNECT names (or is given) one.
     client_id: ByteString,
@@ -161,11 +160,12 @@ pub struct Session {
     keep_alive_timeout: Option<Duration>,
     last_activity: Instant,
     outbound: Outbound,
-    awaiting_pubrel: HashSet<u16>,
+    awaiting_pubrel: BTreeSet<u16>,
     /// Client PUBLISH packets decoded from the current read, routed together at its end.
     to_route: Vec<Publish>,
     /// Bytes received after a CONNECT, processed once the CONNECT is answered [MQTT-3.1.4-5].
-    deferred: Option<Bytes>,
+    /// Boxed: needed for a moment in a connection's life, it should not cost the whole of it.
+    deferred: Option<Box<Bytes>>,
     dropped: u64,
     /// Cancelled once CONNECT is accepted, so an idle connection holds no timer it no longer needs.
     connect_timer: Option<SpawnHandle>,
@@ -192,13 +192,11 @@ impl Session {
         };
         let (read, write) = stream.into_split();
         Session::create(move |ctx| {
-            let span = tracing::debug_span!("conn", %peer, client_id = tracing::field::Empty);
             let gate = Rc::new(ReadGate::default());
             let reader = ctx.add_stream(FrameReader::new(read, shared.settings.max_packet_size, gate.clone()));
             let settings = &shared.settings;
             let outbound = Outbound::new(settings.max_inflight_messages, settings.max_queued_messages);
             Session {
-                span,
                 peer,
                 client_id: ByteString::new(),
                 conn: Some(Connection::new(Box::new(write), reader, gate, permit)),
@@ -207,7 +205,7 @@ impl Session {
                 keep_alive_timeout: None,
                 last_activity: Instant::now(),
                 outbound,
-                awaiting_pubrel: HashSet::new(),
+                awaiting_pubrel: BTreeSet::new(),
                 to_route: Vec::new(),
                 deferred: None,
                 dropped: 0,
@@ -223,12 +221,18 @@ impl Session {
         &self.shared.settings
     }
 
+    /// The connection's span, made when entered rather than stored: it is a debug-level span,
+    /// so at the usual levels this costs a level check, and no connection carries a `Span`.
+    fn span(&self) -> Span {
+        tracing::debug_span!("conn", peer = %self.peer, client_id = %self.client_id)
+    }
+
     /// Decodes and handles every packet of `frames` (whole packets, as cut by the reader).
     fn process(&mut self, mut frames: Bytes, ctx: &mut Context<Self>) {
         while !frames.is_empty() {
             if ctx.waiting() {
                 // A CONNECT is being registered: nothing after it is handled before CONNACK.
-                self.deferred = Some(frames);
+                self.deferred = Some(Box::new(frames));
                 break;
             }
             let len = match frame_len(&frames, usize::MAX) {
@@ -292,13 +296,13 @@ impl Session {
                 self.pump();
             }
             Packet::Subscribe(subscribe) => self.shared.router.do_send(router::Subscribe {
-                client_id: client.id.clone(),
+                client_id: self.client_id.clone(),
                 generation: client.generation,
                 pkid: subscribe.pkid,
                 filters: subscribe.filters,
             }),
             Packet::Unsubscribe(unsubscribe) => self.shared.router.do_send(router::Unsubscribe {
-                client_id: client.id.clone(),
+                client_id: self.client_id.clone(),
                 generation: client.generation,
                 pkid: unsubscribe.pkid,
                 filters: unsubscribe.filters,
@@ -337,7 +341,6 @@ impl Session {
         if connect.username.is_none() && !self.settings().allow_anonymous {
             return Err(self.refuse(ConnectReturnCode::NotAuthorized));
         }
-        self.span.record("client_id", client_id.as_ref() as &str);
         self.client_id = client_id.clone();
         if connect.keep_alive > 0 {
             let timeout =
@@ -346,13 +349,13 @@ impl Session {
         }
         self.will = connect.will.map(Box::new);
         let clean_session = connect.clean_session;
-        let register = router::Register { client_id: client_id.clone(), clean_session, session: ctx.address() };
+        let register = router::Register { client_id, clean_session, session: ctx.address() };
         // `wait` holds back the mailbox and the socket until the router has answered, so the
         // resumed state is installed before anything newer is handled.
         ctx.wait(self.shared.router.send(register).into_actor(self).map(move |answer, act, ctx| {
-            let _entered = act.span.clone().entered();
+            let _entered = act.span().entered();
             match answer {
-                Ok(registered) => act.on_registered(client_id, clean_session, registered, ctx),
+                Ok(registered) => act.on_registered(clean_session, registered, ctx),
                 Err(_) => {
                     act.write(Packet::ConnAck(ConnAck {
                         session_present: false,
@@ -365,13 +368,13 @@ impl Session {
         Ok(())
     }
 
-    fn on_registered(&mut self, id: ByteString, clean_session: bool, registered: Registered, ctx: &mut Context<Self>) {
+    fn on_registered(&mut self, clean_session: bool, registered: Registered, ctx: &mut Context<Self>) {
         let Registered { generation, session_present, resumed } = registered;
         if let Some(state) = resumed {
             self.outbound = state.outbound;
             self.awaiting_pubrel = state.awaiting_pubrel;
         }
-        self.client = Some(ClientIdentity { id, generation, clean_session });
+        self.client = Some(ClientIdentity { generation, clean_session });
         if let Some(timer) = self.connect_timer.take() {
             ctx.cancel_future(timer);
         }
@@ -399,7 +402,7 @@ impl Session {
         }
         self.pump();
         match self.deferred.take() {
-            Some(rest) => self.process(rest, ctx),
+            Some(rest) => self.process(*rest, ctx),
             None => self.flush(ctx),
         }
     }
@@ -476,7 +479,7 @@ impl Session {
             self.congested = congested;
             debug!(queued, congested, "subscriber congestion changed");
             self.shared.router.do_send(router::Congestion {
-                client_id: client.id.clone(),
+                client_id: self.client_id.clone(),
                 generation: client.generation,
                 congested,
             });
@@ -496,7 +499,7 @@ impl Session {
         let Some(conn) = &mut self.conn else { return };
         let Some(write) = conn.start_flush() else { return };
         ctx.spawn(write.into_actor(self).map(|done, act, ctx| {
-            let _entered = act.span.clone().entered();
+            let _entered = act.span().entered();
             let Some(conn) = &mut act.conn else { return };
             match conn.finish_flush(done) {
                 Err(error) => act.close(ctx, Close::Io(error)),
@@ -519,7 +522,7 @@ impl Session {
         }
         ctx.run_later(timeout - idle, move |act, ctx| {
             if act.conn.is_some() && act.client.is_some() {
-                let _entered = act.span.clone().entered();
+                let _entered = act.span().entered();
                 act.check_keep_alive(timeout, ctx);
             }
         });
@@ -610,7 +613,7 @@ impl Session {
             Some(client) => {
                 self.shared
                     .router
-                    .do_send(router::Unregister { client_id: client.id.clone(), generation: client.generation });
+                    .do_send(router::Unregister { client_id: self.client_id.clone(), generation: client.generation });
                 ctx.stop();
             }
             None => ctx.stop(),
@@ -649,11 +652,11 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let _entered = self.span.clone().entered();
+        let _entered = self.span().entered();
         debug!("connection accepted");
         let timer = ctx.run_later(self.settings().connect_timeout, |act, ctx| {
             if act.client.is_none() {
-                let _entered = act.span.clone().entered();
+                let _entered = act.span().entered();
                 act.close(ctx, Close::ConnectTimeout);
             }
         });
@@ -667,7 +670,7 @@ impl StreamHandler<Result<Bytes, ReadError>> for Session {
             // Nothing received after a refused CONNECT is processed [MQTT-3.1.4-5].
             return;
         }
-        let _entered = self.span.clone().entered();
+        let _entered = self.span().entered();
         self.last_activity = Instant::now();
         match item {
             Ok(frames) => self.process(frames, ctx),
@@ -677,7 +680,7 @@ impl StreamHandler<Result<Bytes, ReadError>> for Session {
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        let _entered = self.span.clone().entered();
+        let _entered = self.span().entered();
         self.close(ctx, Close::PeerClosed);
     }
 }
@@ -686,7 +689,7 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, Deliver(batch): Deliver, ctx: &mut Self::Context) {
-        let _entered = self.span.clone().entered();
+        let _entered = self.span().entered();
         let online = self.conn.is_some();
         for publish in batch {
             // An offline session keeps QoS 1 and 2 messages only [MQTT-3.1.2-5].
@@ -751,7 +754,7 @@ impl Handler<TakeOver> for Session {
     type Result = MessageResult<TakeOver>;
 
     fn handle(&mut self, msg: TakeOver, ctx: &mut Self::Context) -> Self::Result {
-        let _entered = self.span.clone().entered();
+        let _entered = self.span().entered();
         self.close(ctx, Close::TakenOver);
         // The router already points the client id at the new connection.
         self.client = None;
