@@ -90,6 +90,10 @@ pub fn text(publish: &Publish) -> &str {
 pub struct TestClient {
     framed: Framed<TcpStream, MqttCodec>,
     next_pkid: u16,
+    /// Messages delivered to this client while `publish` waited for its own acknowledgement:
+    /// a client subscribed to what it publishes may get the message before the PUBACK, since
+    /// the broker acknowledges only once the message is routed. `recv` returns them first.
+    early: std::collections::VecDeque<Packet>,
 }
 
 impl TestClient {
@@ -97,7 +101,11 @@ impl TestClient {
     pub async fn connect_raw(addr: SocketAddr) -> TestClient {
         let stream = TcpStream::connect(addr).await.expect("cannot connect to the broker");
         stream.set_nodelay(true).unwrap();
-        TestClient { framed: Framed::new(stream, MqttCodec::new(16 * 1024 * 1024)), next_pkid: 0 }
+        TestClient {
+            framed: Framed::new(stream, MqttCodec::new(16 * 1024 * 1024)),
+            next_pkid: 0,
+            early: std::collections::VecDeque::new(),
+        }
     }
 
     /// Connects and sends `connect`, returning the CONNACK.
@@ -138,6 +146,13 @@ impl TestClient {
     /// The next packet from the broker; fails the test if none comes within `WAIT` or the
     /// connection closes.
     pub async fn recv(&mut self) -> Packet {
+        if let Some(packet) = self.early.pop_front() {
+            return packet;
+        }
+        self.recv_from_socket().await
+    }
+
+    async fn recv_from_socket(&mut self) -> Packet {
         match tokio::time::timeout(WAIT, self.framed.next()).await {
             Ok(Some(Ok(packet))) => packet,
             Ok(Some(Err(error))) => panic!("receive failed: {error}"),
@@ -209,11 +224,22 @@ impl TestClient {
         self.send(publish_packet(topic, payload, qos, retain, pkid)).await;
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => assert_eq!(self.recv().await, Packet::PubAck(PubAck { pkid })),
+            QoS::AtLeastOnce => assert_eq!(self.recv_ack().await, Packet::PubAck(PubAck { pkid })),
             QoS::ExactlyOnce => {
-                assert_eq!(self.recv().await, Packet::PubRec(PubRec { pkid }));
+                assert_eq!(self.recv_ack().await, Packet::PubRec(PubRec { pkid }));
                 self.send(PubRel { pkid }).await;
-                assert_eq!(self.recv().await, Packet::PubComp(PubComp { pkid }));
+                assert_eq!(self.recv_ack().await, Packet::PubComp(PubComp { pkid }));
+            }
+        }
+    }
+
+    /// The next packet that is not a PUBLISH delivered to this client (those are kept for
+    /// `recv`).
+    async fn recv_ack(&mut self) -> Packet {
+        loop {
+            match self.recv_from_socket().await {
+                Packet::Publish(publish) => self.early.push_back(Packet::Publish(publish)),
+                other => return other,
             }
         }
     }

@@ -408,9 +408,9 @@ async fn nothing_processed_after_a_refused_connect() {
 
 /// Packets sent in the same write as the CONNECT are all processed, in order, after the
 /// CONNACK: CONNECT + SUBSCRIBE + PUBLISH (to the topic just subscribed) + PINGREQ give the
-/// CONNACK first, then a SUBACK, a PUBACK before the PINGRESP, and the client's own message,
-/// which proves the SUBSCRIBE was applied before the PUBLISH was routed. (The SUBACK is answered
-/// by the router, so it may come after the PINGRESP: MQTT 3.1.1 orders only PUBLISH flows.)
+/// CONNACK first, then a SUBACK, a PUBACK, a PINGRESP and the client's own message, which proves
+/// the SUBSCRIBE was applied before the PUBLISH was routed. (The SUBACK and the PUBACK wait for
+/// the router, so they may come after the PINGRESP: MQTT 3.1.1 orders only PUBLISH flows.)
 #[tokio::test]
 async fn packets_in_the_connect_write_processed_in_order() {
     let broker = start_broker();
@@ -449,7 +449,9 @@ async fn packets_in_the_connect_write_processed_in_order() {
         }
     }
     let position = |name: &str| got.iter().position(|&n| n == name).unwrap_or_else(|| panic!("no {name} in {got:?}"));
-    assert!(position("PUBACK") < position("PINGRESP"), "answers out of order: {got:?}");
+    // PUBACK goes out once the message is routed, so PINGRESP may overtake it: MQTT orders the
+    // acknowledgements of PUBLISH packets among themselves, not against other answers.
+    position("PINGRESP");
     assert!(position("SUBACK") < position("PUBLISH"), "delivery before SUBACK: {got:?}");
     let own = own.expect("own message delivered: the SUBSCRIBE was applied before the PUBLISH");
     assert_eq!((own.topic.as_ref() as &str, own.payload.as_ref()), ("burst/self", b"own".as_ref()));

@@ -21,7 +21,7 @@ use actix::prelude::*;
 use amqtt_protocol::{ByteString, Publish, QoS, SubscribeFilter, SubscribeReturnCode};
 use tracing::{debug, info, warn};
 
-use crate::session::{Deliver, Pause, Resume, Session, SessionState, SubscribeDone, TakeOver, UnsubscribeDone};
+use crate::session::{Deliver, Resume, Routed, Session, SessionState, SubscribeDone, TakeOver, UnsubscribeDone};
 use crate::stats::Stats;
 use retained::RetainedStore;
 use subscriptions::{Slot, Subscriber, SubscriptionTree};
@@ -295,23 +295,28 @@ impl Handler<Unregister> for Router {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Route {
-    /// The publishing session, which is paused while a subscriber of the batch is congested.
+    /// The publishing session, answered with `Routed` once the batch is routed; None for a
+    /// will or a closing connection.
     pub from: Option<Addr<Session>>,
+    /// Acknowledgements the publisher holds until then, echoed back in `Routed`.
+    pub acks: u32,
     pub batch: Vec<Publish>,
 }
 
 impl Handler<Route> for Router {
     type Result = ();
 
-    fn handle(&mut self, Route { from, batch }: Route, _ctx: &mut Self::Context) {
+    fn handle(&mut self, Route { from, acks, batch }: Route, _ctx: &mut Self::Context) {
         let mut hold_back = false;
         for publish in batch {
             hold_back |= self.route(publish, from.as_ref());
         }
         self.dispatch();
-        if let Some(publisher) = from.filter(|_| hold_back) {
-            self.stats.publisher_paused();
-            publisher.do_send(Pause);
+        if let Some(publisher) = from {
+            if hold_back {
+                self.stats.publisher_paused();
+            }
+            publisher.do_send(Routed { acks, hold_back });
         }
     }
 }

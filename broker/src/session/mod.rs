@@ -10,7 +10,7 @@ mod connection;
 mod outbound;
 mod reader;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,10 +90,15 @@ pub struct UnsubscribeDone {
     pub pkid: u16,
 }
 
-/// Stop reading from the client: a subscriber of its messages is falling behind.
+/// The router has routed one `Route` batch of this session: its acknowledgements can go out,
+/// and `hold_back` says whether a subscriber of the batch is falling behind (then the session
+/// stops reading from its client until `Resume`, for at most `MAX_PAUSE`).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Pause;
+pub struct Routed {
+    pub acks: u32,
+    pub hold_back: bool,
+}
 
 /// Read from the client again: the subscriber that caused a `Pause` has caught up.
 #[derive(Message)]
@@ -146,6 +151,26 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 
 /// Longest a publisher is paused for one congested subscriber before it reads again.
 const MAX_PAUSE: Duration = Duration::from_millis(500);
+/// Batches a publisher may have waiting at the router before it stops reading from its client.
+/// With PUBACK/PUBREC sent only once a batch is routed, this bounds how far a client's
+/// acknowledged messages can run ahead of routing, and so the router's mailbox.
+const MAX_ROUTES_IN_FLIGHT: u8 = 4;
+
+/// An acknowledgement owed for a received PUBLISH, written once the message is routed.
+#[derive(Debug, Clone, Copy)]
+enum Ack {
+    PubAck(u16),
+    PubRec(u16),
+}
+
+impl Ack {
+    fn packet(self) -> Packet {
+        match self {
+            Ack::PubAck(pkid) => Packet::PubAck(PubAck { pkid }),
+            Ack::PubRec(pkid) => Packet::PubRec(PubRec { pkid }),
+        }
+    }
+}
 
 pub struct Session {
     peer: SocketAddr,
@@ -173,6 +198,15 @@ pub struct Session {
     congested: bool,
     /// Ends a back-pressure pause that the router does not end first.
     pause_timer: Option<SpawnHandle>,
+    /// Acknowledgements of received PUBLISH packets, in order, waiting for their batch to be
+    /// routed: a client is told its message is taken only once it is ("nothing acknowledged is
+    /// lost"), and its in-flight window then limits how far it runs ahead of the router.
+    unrouted_acks: VecDeque<Ack>,
+    /// Acknowledgements owed for the batch being read.
+    acks_in_batch: u32,
+    routes_in_flight: u8,
+    /// The router asked this publisher to wait for a congested subscriber.
+    held_back: bool,
 }
 
 impl Session {
@@ -212,6 +246,10 @@ impl Session {
                 connect_timer: None,
                 congested: false,
                 pause_timer: None,
+                unrouted_acks: VecDeque::new(),
+                acks_in_batch: 0,
+                routes_in_flight: 0,
+                held_back: false,
                 shared,
             }
         });
@@ -416,9 +454,9 @@ impl Session {
     fn on_publish(&mut self, mut publish: Publish) {
         match publish.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.write(Packet::PubAck(PubAck { pkid: publish.pkid })),
+            QoS::AtLeastOnce => self.owe(Ack::PubAck(publish.pkid)),
             QoS::ExactlyOnce => {
-                self.write(Packet::PubRec(PubRec { pkid: publish.pkid }));
+                self.owe(Ack::PubRec(publish.pkid));
                 if !self.awaiting_pubrel.insert(publish.pkid) {
                     debug!(pkid = publish.pkid, "QoS 2 PUBLISH re-sent before PUBREL: not routed again");
                     return;
@@ -438,11 +476,36 @@ impl Session {
         self.to_route.push(publish);
     }
 
+    fn owe(&mut self, ack: Ack) {
+        self.unrouted_acks.push_back(ack);
+        self.acks_in_batch += 1;
+    }
+
     fn route_pending(&mut self, ctx: &mut Context<Self>) {
-        if !self.to_route.is_empty() {
-            // Registered publishers can be slowed down when their subscribers fall behind.
-            let from = self.client.is_some().then(|| ctx.address());
-            self.shared.router.do_send(router::Route { from, batch: std::mem::take(&mut self.to_route) });
+        if self.to_route.is_empty() && self.acks_in_batch == 0 {
+            return;
+        }
+        let batch = std::mem::take(&mut self.to_route);
+        if self.client.is_none() || self.conn.is_none() {
+            // A will, or the last words of a closing connection: nobody waits for an answer.
+            self.shared.router.do_send(router::Route { from: None, acks: 0, batch });
+            return;
+        }
+        let acks = std::mem::take(&mut self.acks_in_batch);
+        self.routes_in_flight = self.routes_in_flight.saturating_add(1);
+        self.shared.router.do_send(router::Route { from: Some(ctx.address()), acks, batch });
+        self.update_gate();
+    }
+
+    /// Reads from the client only while the router keeps up with it and no subscriber of its
+    /// messages asked it to wait.
+    fn update_gate(&self) {
+        if let Some(conn) = &self.conn {
+            if self.held_back || self.routes_in_flight >= MAX_ROUTES_IN_FLIGHT {
+                conn.gate.pause();
+            } else {
+                conn.gate.resume();
+            }
         }
     }
 
@@ -490,9 +553,8 @@ impl Session {
         if let Some(timer) = self.pause_timer.take() {
             ctx.cancel_future(timer);
         }
-        if let Some(conn) = &self.conn {
-            conn.gate.resume();
-        }
+        self.held_back = false;
+        self.update_gate();
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -726,19 +788,27 @@ impl Handler<UnsubscribeDone> for Session {
     }
 }
 
-impl Handler<Pause> for Session {
+impl Handler<Routed> for Session {
     type Result = ();
 
-    fn handle(&mut self, _: Pause, ctx: &mut Self::Context) {
-        let Some(conn) = &self.conn else { return };
-        conn.gate.pause();
-        if let Some(timer) = self.pause_timer.take() {
-            ctx.cancel_future(timer);
+    fn handle(&mut self, msg: Routed, ctx: &mut Self::Context) {
+        self.routes_in_flight = self.routes_in_flight.saturating_sub(1);
+        for _ in 0..msg.acks {
+            let Some(ack) = self.unrouted_acks.pop_front() else { break };
+            self.write(ack.packet());
         }
-        self.pause_timer = Some(ctx.run_later(MAX_PAUSE, |act, ctx| {
-            act.pause_timer = None;
-            act.resume_reading(ctx);
-        }));
+        if msg.hold_back && self.conn.is_some() {
+            self.held_back = true;
+            if let Some(timer) = self.pause_timer.take() {
+                ctx.cancel_future(timer);
+            }
+            self.pause_timer = Some(ctx.run_later(MAX_PAUSE, |act, ctx| {
+                act.pause_timer = None;
+                act.resume_reading(ctx);
+            }));
+        }
+        self.update_gate();
+        self.flush(ctx);
     }
 }
 
