@@ -1,0 +1,272 @@
+//! What `amqtt_pub` and `amqtt_sub` share: the connection flags, the configuration they build,
+//! logging, signals, error messages and exit codes.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use amqtt_client::{parse_url, ClientConfig, ClientError, QoS, Scheme, WillConfig};
+use anyhow::Context;
+use bytes::Bytes;
+use clap::{Args, Parser};
+use tracing_subscriber::EnvFilter;
+
+/// Exit status of a usage error or any other failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status when the broker refused the connection, could not be reached, or the connection
+/// was lost for good.
+pub const EXIT_CONNECTION: u8 = 2;
+
+/// The URL used when neither `--url` nor the config file's `connection.uri` names one.
+pub const DEFAULT_URL: &str = "mqtt://127.0.0.1:1883";
+
+/// The end of `--help`: the command's examples, then the exit statuses.
+pub fn after_help(examples: &str) -> String {
+    format!("Examples:\n{examples}\n{EXIT_STATUS_HELP}")
+}
+
+/// The exit status section of `--help`, the same for both commands.
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success (for amqtt_sub also: stopped by SIGINT/Ctrl-C or SIGTERM after a clean disconnect)
+  1  usage error, unreadable file, unsupported URL, or any other failure
+  2  the broker refused the connection (the reason is printed, e.g. \"not authorized\"), could not
+     be reached after the configured retries, or the connection was lost for good";
+
+/// The flags both commands take to connect: aMQTT 0.12's, plus `--cert-file` / `--key-file`.
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// Broker URL: [mqtt|ws][s]://[username][:password]@host[:port] (user name and password
+    /// percent-encoded). Default: `connection.uri` of the config file, else
+    /// mqtt://127.0.0.1:1883. Only mqtt:// connects for now; mqtts://, ws:// and wss:// fail
+    /// with "not supported yet".
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// aMQTT client configuration file (YAML: keep_alive, reconnect_retries, will, topics,
+    /// connection, username, password...). Flags given on the command line win over it.
+    #[arg(short = 'c', long = "config-file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// Client id. Default: the command name, the process id and the host name, as aMQTT makes
+    /// it: <command>/<pid>-<hostname>, e.g. amqtt_sub/1234-myhost.
+    #[arg(short = 'i', long = "client-id", value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// Keep-alive in seconds sent to the broker (0 disables it). Default: keep_alive of the
+    /// config file, else 10.
+    #[arg(short = 'k', long = "keep-alive", value_name = "SECONDS")]
+    pub keep_alive: Option<u16>,
+
+    /// Connect with the clean-session flag: the broker forgets any earlier session of this
+    /// client id. Without it, cleansession of the config file applies (default true).
+    #[arg(long = "clean-session")]
+    pub clean_session: bool,
+
+    /// PEM file of the CA certificates that sign the broker's certificate (TLS, mqtts:// and
+    /// wss://, which are not supported yet).
+    #[arg(long = "ca-file", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Directory of PEM CA certificates (TLS, not supported yet).
+    #[arg(long = "ca-path", value_name = "DIR")]
+    pub ca_path: Option<PathBuf>,
+
+    /// PEM text of the CA certificates (TLS, not supported yet).
+    #[arg(long = "ca-data", value_name = "PEM")]
+    pub ca_data: Option<String>,
+
+    /// PEM file of a client certificate, with --key-file (TLS, not supported yet).
+    #[arg(long = "cert-file", value_name = "FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+
+    /// PEM file of the private key of --cert-file (TLS, not supported yet).
+    #[arg(long = "key-file", value_name = "FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+
+    /// Topic of the will: the message the broker publishes if this client goes away without
+    /// disconnecting (killed, network lost). Needs --will-message.
+    #[arg(long = "will-topic", value_name = "TOPIC", requires = "will_message")]
+    pub will_topic: Option<String>,
+
+    /// Payload of the will. Needs --will-topic.
+    #[arg(long = "will-message", value_name = "MESSAGE", requires = "will_topic")]
+    pub will_message: Option<OsString>,
+
+    /// QoS of the will (0, 1 or 2). Default 0.
+    #[arg(long = "will-qos", value_name = "QOS", value_parser = parse_qos, requires = "will_topic")]
+    pub will_qos: Option<QoS>,
+
+    /// Publish the will as a retained message.
+    #[arg(long = "will-retain", requires = "will_topic")]
+    pub will_retain: bool,
+
+    /// JSON object of extra HTTP headers sent when connecting over WebSocket (ws://, wss://;
+    /// not supported yet). Ignored, with a warning, for other URLs.
+    #[arg(long = "extra-headers", value_name = "JSON")]
+    pub extra_headers: Option<String>,
+
+    /// Log at debug level to stderr (RUST_LOG, e.g. RUST_LOG=amqtt_client=trace, overrides it).
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
+}
+
+impl ConnectionArgs {
+    /// The client configuration: the config file (or aMQTT's defaults) with the flags applied.
+    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        let mut config = match &self.config_file {
+            Some(path) => ClientConfig::load(path)?,
+            None => ClientConfig::default(),
+        };
+        if let Some(keep_alive) = self.keep_alive {
+            config.keep_alive = keep_alive;
+        }
+        if self.clean_session {
+            config.cleansession = true;
+        }
+        let connection = &mut config.connection;
+        connection.cafile = self.ca_file.clone().or(connection.cafile.take());
+        connection.capath = self.ca_path.clone().or(connection.capath.take());
+        connection.cadata = self.ca_data.clone().or(connection.cadata.take());
+        if self.cert_file.is_some() {
+            connection.certfile = self.cert_file.clone();
+            connection.keyfile = self.key_file.clone();
+        }
+        if let (Some(topic), Some(message)) = (&self.will_topic, &self.will_message) {
+            amqtt_protocol::validate_topic_name(topic)
+                .map_err(|error| anyhow::anyhow!("invalid --will-topic {topic:?}: {error}"))?;
+            config.will = Some(WillConfig {
+                topic: topic.clone(),
+                message: Bytes::from(message.clone().into_vec()),
+                qos: self.will_qos.unwrap_or(QoS::AtMostOnce),
+                retain: self.will_retain,
+            });
+        }
+        Ok(config)
+    }
+
+    /// The broker URL: `--url`, else the config's `connection.uri`, else the default. Warns
+    /// about `--extra-headers` when the URL is not a WebSocket one.
+    pub fn broker_url(&self, config: &ClientConfig) -> String {
+        let url = self.url.clone().or_else(|| config.connection.uri.clone()).unwrap_or_else(|| DEFAULT_URL.into());
+        if self.extra_headers.is_some() {
+            let websocket = parse_url(&url).is_ok_and(|url| matches!(url.scheme, Scheme::Ws | Scheme::Wss));
+            if !websocket {
+                warn_user("--extra-headers only applies to ws:// and wss:// URLs; ignored");
+            }
+        }
+        url
+    }
+
+    /// `--client-id`, else `<program>/<pid>-<hostname>` as aMQTT makes it.
+    pub fn client_id(&self) -> String {
+        self.client_id.clone().unwrap_or_else(|| format!("{}/{}-{}", program(), std::process::id(), hostname()))
+    }
+}
+
+/// A QoS flag value: 0, 1 or 2.
+pub fn parse_qos(value: &str) -> Result<QoS, String> {
+    value.parse::<u8>().ok().and_then(QoS::from_u8).ok_or_else(|| format!("QoS must be 0, 1 or 2, not {value:?}"))
+}
+
+/// The name of this command, for messages.
+pub fn program() -> &'static str {
+    env!("CARGO_BIN_NAME")
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Parses the command line. Help and version go to stdout with status 0; a usage error is
+/// printed with status 1 (clap's own default is 2, which these commands keep for connection
+/// failures).
+pub fn parse_args<A: Parser>() -> Result<A, ExitCode> {
+    A::try_parse().map_err(|error| {
+        let _ = error.print();
+        if error.use_stderr() {
+            ExitCode::from(EXIT_FAILURE)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
+/// Logs to stderr: errors only, or everything at debug level with `-d`; RUST_LOG overrides.
+pub fn init_logging(debug: bool) {
+    let default = if debug { "debug" } else { "error" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
+/// A runtime on this thread: the commands do one thing at a time, and a single thread keeps the
+/// order in which publishes are handed to the client obvious.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, caught from the moment this is made.
+pub struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Must be called inside the runtime.
+    pub fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+        let terminate = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+        Ok(Signals { interrupt, terminate })
+    }
+
+    /// Waits for the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// Prints a warning for the user on stderr.
+pub fn warn_user(message: &str) {
+    eprintln!("{}: warning: {message}", program());
+}
+
+/// Prints the error (with its causes) as `<program>: <message>` and returns its exit status.
+pub fn report(error: &anyhow::Error) -> ExitCode {
+    tracing::debug!(?error, "failed");
+    eprintln!("{}: {}", program(), error_chain(error));
+    ExitCode::from(exit_status(error))
+}
+
+/// [`EXIT_CONNECTION`] for a refused, unreachable or lost connection, else [`EXIT_FAILURE`].
+pub fn exit_status(error: &anyhow::Error) -> u8 {
+    let client_error = error.chain().find_map(|cause| cause.downcast_ref::<ClientError>());
+    match client_error {
+        Some(ClientError::Refused(_) | ClientError::Unreachable { .. } | ClientError::Disconnected) => EXIT_CONNECTION,
+        _ => EXIT_FAILURE,
+    }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text the message
+/// already includes (the client's errors print their source themselves).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
+}
