@@ -49,9 +49,10 @@ struct Client {
     paused_publishers: Vec<Addr<Session>>,
 }
 
-/// How long a congested subscriber may slow its publishers down. A subscriber still behind
-/// after this is treated as stalled: its messages are queued and dropped by its own queue
-/// policy instead, so one stuck client cannot hold back everybody publishing to it.
+/// How long a congested subscriber that makes no progress may slow its publishers down (it
+/// reports progress while it drains). One still stuck after this is treated as stalled: its
+/// messages are queued and dropped by its own queue policy instead, so one stuck client cannot
+/// hold back everybody publishing to it.
 const STALL_GRACE: Duration = Duration::from_secs(2);
 
 impl Client {
@@ -337,7 +338,8 @@ impl Handler<Congestion> for Router {
         let Some(slot) = self.current_slot(&msg.client_id, msg.generation) else { return };
         let Some(client) = self.client_mut(slot) else { return };
         if msg.congested {
-            client.congested_since.get_or_insert_with(Instant::now);
+            // Refreshed while the client drains: only one that stops draining counts as stalled.
+            client.congested_since = Some(Instant::now());
         } else {
             client.resume_publishers();
         }

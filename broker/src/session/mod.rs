@@ -196,6 +196,9 @@ pub struct Session {
     connect_timer: Option<SpawnHandle>,
     /// Whether the router has been told that this session's queue is over its high-water mark.
     congested: bool,
+    /// Messages moved from the queue to the socket since congestion was last reported: a
+    /// congested client that still drains is slow, not stalled, and keeps its publishers held.
+    drained: u32,
     /// Ends a back-pressure pause that the router does not end first.
     pause_timer: Option<SpawnHandle>,
     /// Acknowledgements of received PUBLISH packets, in order, waiting for their batch to be
@@ -245,6 +248,7 @@ impl Session {
                 dropped: 0,
                 connect_timer: None,
                 congested: false,
+                drained: 0,
                 pause_timer: None,
                 unrouted_acks: VecDeque::new(),
                 acks_in_batch: 0,
@@ -525,6 +529,7 @@ impl Session {
         while conn.buffered() < WRITE_HIGH_WATER {
             let Some(publish) = self.outbound.next_to_send() else { break };
             conn.write(&Packet::Publish(publish));
+            self.drained = self.drained.saturating_add(1);
         }
     }
 
@@ -538,8 +543,12 @@ impl Session {
         let max = self.shared.settings.max_queued_messages;
         let congested =
             self.conn.is_some() && if self.congested { queued > max / 4 } else { queued >= (max / 2).max(1) };
-        if congested != self.congested {
+        // Still congested but draining: say so again, so the router does not take this client
+        // for a stalled one and let its publishers overrun it.
+        let progressing = congested && self.congested && self.drained as usize >= (max / 4).max(1);
+        if congested != self.congested || progressing {
             self.congested = congested;
+            self.drained = 0;
             debug!(queued, congested, "subscriber congestion changed");
             self.shared.router.do_send(router::Congestion {
                 client_id: self.client_id.clone(),
