@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Writes docs/BENCHMARKS.md from the JSON lines of a bench/compare.sh run.
+
+Usage: report.py RESULTS.jsonl OUT.md (compare.sh passes the run's metadata in BENCH_* variables).
+Everything above MARKER in an existing OUT.md is kept (the hand-written introduction); everything
+below it is replaced.
+"""
+
+import json
+import os
+import sys
+
+MARKER = "<!-- Everything below this line is written by bench/compare.sh; edits there are lost. -->"
+
+DEFAULT_INTRO = """# Benchmarks
+
+`bench/compare.sh` runs the scenarios of `amqtt-bench` (our load generator, `bench/`) against
+amqtt-rs, Mosquitto and rumqttd on one machine, one broker after the other, and rewrites the part
+of this page below the marker.
+"""
+
+OURS = "amqtt-rs"
+# CPUs' worth of other processes' work above which a scenario's figures count as disturbed.
+BUSY = 0.25
+
+SCENARIOS = [
+    ("fanin-qos0", "Fan-in, QoS 0", "4 publishers → 1 subscriber on `bench/ID/fanin/+/data`, QoS 0, "
+     "each publisher at most `--ahead` (1 000) messages ahead of what the subscriber received from it."),
+    ("fanin-qos1", "Fan-in, QoS 1", "4 publishers → 1 subscriber on a wildcard, QoS 1 both ways, "
+     "at most `--window` (64) unacknowledged PUBLISHes per publisher."),
+    ("fanout-qos0", "Fan-out, QoS 0", "1 publisher → 100 subscribers on one topic, QoS 0; the publisher "
+     "stays at most 1 000 messages ahead of the average subscriber."),
+    ("pairs-qos1", "Pairs, QoS 1", "50 publisher/subscriber pairs on distinct topics, QoS 1 both ways, "
+     "window 64 per publisher."),
+    ("connections", "Idle connections", "5 000 connections (CONNECT + CONNACK, keep-alive 600 s), 100 "
+     "handshakes at a time; RSS per connection = (broker RSS with them, 0.5 s after the last CONNACK − "
+     "RSS before) / 5 000."),
+    ("latency-qos0", "Latency at light load, QoS 0", "4 publishers at 1 000 msg/s each (tokio interval) → "
+     "1 subscriber on a wildcard, QoS 0."),
+    ("latency-qos1", "Latency at light load, QoS 1", "The same at QoS 1."),
+]
+
+# (label, key or function, format, better) — better: "high", "low" or None.
+FLOW_ROWS = [
+    ("delivered msg/s", "rate", "int", "high"),
+    ("delivered", "delivered", "int", None),
+    ("lost", "lost", "int", "low"),
+    ("latency p50 (ms)", lambda r: ms(r.get("p50_us")), "ms", "low"),
+    ("latency p99 (ms)", lambda r: ms(r.get("p99_us")), "ms", "low"),
+    ("latency max (ms)", lambda r: ms(r.get("max_us")), "ms", "low"),
+    ("broker CPU s per M msgs", "broker_cpu_s_per_million", "f2", "low"),
+    ("broker CPU s", "broker_cpu_s", "f2", "low"),
+    ("bench CPU s", "bench_cpu_s", "f2", None),
+    ("broker peak RSS (MiB)", lambda r: mib(r.get("broker_peak_rss_kib")), "f1", "low"),
+    ("other processes (CPUs)", "other_load", "f2", None),
+]
+
+CONNECTION_ROWS = [
+    ("connections/s", "connections_per_s", "int", "high"),
+    ("connected", "connections", "int", None),
+    ("failed", "connections_failed", "int", "low"),
+    ("RSS per connection (KiB)", "rss_per_connection_kib", "f2", "low"),
+    ("broker RSS before (MiB)", lambda r: mib(r.get("broker_rss_before_kib")), "f1", None),
+    ("broker RSS with the connections (MiB)", lambda r: mib(r.get("broker_rss_connected_kib")), "f1", "low"),
+    ("broker CPU s", "broker_cpu_s", "f2", "low"),
+    ("bench CPU s", "bench_cpu_s", "f2", None),
+    ("other processes (CPUs)", "other_load", "f2", None),
+]
+
+
+def ms(us):
+    return None if us is None else us / 1000.0
+
+
+def mib(kib):
+    return None if kib is None else kib / 1024.0
+
+
+def value(record, key):
+    if record is None:
+        return None
+    v = key(record) if callable(key) else record.get(key)
+    return v if isinstance(v, (int, float)) else None
+
+
+def fmt(v, kind):
+    if v is None:
+        return "—"
+    if kind == "int":
+        return f"{v:,.0f}"
+    if kind == "ms":
+        return f"{v:.3f}" if v < 10 else f"{v:,.1f}"
+    if kind == "f1":
+        return f"{v:,.1f}"
+    return f"{v:,.2f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "—"
+    return f"{a / b:.2f}"
+
+
+def table(results, scenario, brokers, rows):
+    peers = [b for b in brokers if b != OURS]
+    header = ["", *brokers] + ([f"{OURS} ÷ {p}" for p in peers] if OURS in brokers else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, key, kind, _ in rows:
+        values = [value(results.get((scenario, b)), key) for b in brokers]
+        cells = [label] + [fmt(v, kind) for v in values]
+        if OURS in brokers:
+            ours = values[brokers.index(OURS)]
+            cells += [ratio(ours, values[brokers.index(p)]) for p in peers]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = []
+    for b in brokers:
+        r = results.get((scenario, b))
+        if r is None:
+            notes.append(f"- {b}: no result.")
+            continue
+        if r.get("error"):
+            notes.append(f"- {b}: error: {r['error']}")
+        if r.get("broker_died"):
+            notes.append(f"- {b}: the broker process died during the scenario.")
+        load = r.get("other_load")
+        if isinstance(load, (int, float)) and load > BUSY:
+            notes.append(f"- {b}: other processes used {load:.2f} CPUs during this scenario: its figures are "
+                         "disturbed.")
+        if r.get("out_of_order"):
+            notes.append(f"- {b}: {r['out_of_order']:,} deliveries out of order or duplicated.")
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def targets(results, brokers):
+    def get(scenario, broker, key):
+        return value(results.get((scenario, broker)), key)
+
+    rows = []
+
+    def add(target, status, detail, scenario=None):
+        if scenario is not None:
+            disturbed = [b for b in (OURS, "mosquitto", "rumqttd")
+                         if (get(scenario, b, "other_load") or 0) > BUSY]
+            if disturbed:
+                detail += f" (disturbed by other processes: {', '.join(disturbed)})"
+        rows.append(f"| {target} | {status} | {detail} |")
+
+    for scenario, title in [("fanin-qos0", "fan-in QoS 0"), ("fanin-qos1", "fan-in QoS 1"),
+                            ("fanout-qos0", "fan-out QoS 0"), ("pairs-qos1", "pairs QoS 1")]:
+        ours, mosq, rum = (get(scenario, b, "rate") for b in (OURS, "mosquitto", "rumqttd"))
+        if ours is None or (mosq is None and rum is None):
+            add(f"{title}: delivered msg/s ≥ rumqttd and ≥ 3 × Mosquitto", "n/a", "missing figures")
+            continue
+        ok = (rum is None or ours >= rum) and (mosq is None or ours >= 3 * mosq)
+        detail = []
+        if rum is not None:
+            detail.append(f"{ours / rum:.2f} × rumqttd")
+        if mosq is not None:
+            detail.append(f"{ours / mosq:.2f} × Mosquitto")
+        add(f"{title}: delivered msg/s ≥ rumqttd and ≥ 3 × Mosquitto", "met" if ok else "**missed**",
+            f"{ours:,.0f} msg/s = " + ", ".join(detail) + f"; lost {get(scenario, OURS, 'lost') or 0:,.0f}", scenario)
+
+    per = get("connections", OURS, "rss_per_connection_kib")
+    if per is None:
+        add("RSS per idle connection ≤ 2 KiB", "n/a", "missing figures")
+    else:
+        mosq = get("connections", "mosquitto", "rss_per_connection_kib")
+        extra = f" (Mosquitto {mosq:.2f} KiB)" if mosq is not None else ""
+        add("RSS per idle connection ≤ 2 KiB", "met" if per <= 2 else "**missed**", f"{per:.2f} KiB{extra}")
+
+
+    for scenario, title in [("latency-qos0", "QoS 0"), ("latency-qos1", "QoS 1")]:
+        ours, mosq = get(scenario, OURS, "p99_us"), get(scenario, "mosquitto", "p99_us")
+        if ours is None or mosq is None:
+            add(f"p99 latency at light load, {title} ≤ Mosquitto", "n/a", "missing figures")
+        else:
+            add(f"p99 latency at light load, {title} ≤ Mosquitto", "met" if ours <= mosq else "**missed**",
+                f"{ours / 1000:.3f} ms vs {mosq / 1000:.3f} ms ({ours / mosq:.2f} ×)", scenario)
+
+    ours, mosq = get("connections", OURS, "connections_per_s"), get("connections", "mosquitto", "connections_per_s")
+    if ours is None or mosq is None:
+        add("connection rate ≥ Mosquitto", "n/a", "missing figures")
+    else:
+        add("connection rate ≥ Mosquitto", "met" if ours >= mosq else "**missed**",
+            f"{ours:,.0f}/s vs {mosq:,.0f}/s ({ours / mosq:.2f} ×)", "connections")
+
+    lost = get("pairs-qos1", OURS, "lost")
+    if lost is None:
+        add("no QoS 1 message lost in pairs", "n/a", "missing figures")
+    else:
+        delivered = get("pairs-qos1", OURS, "delivered") or 0
+        add("no QoS 1 message lost in pairs", "met" if lost == 0 else "**missed**",
+            f"{lost:,.0f} lost of {lost + delivered:,.0f} acknowledged", "pairs-qos1")
+
+    lost = get("fanin-qos1", OURS, "lost")
+    expected = get("fanin-qos1", OURS, "expected")
+    if lost is not None and expected:
+        others = []
+        for b in brokers:
+            if b != OURS and get("fanin-qos1", b, "lost") is not None:
+                e = get("fanin-qos1", b, "expected") or 0
+                others.append(f"{b} {get('fanin-qos1', b, 'lost'):,.0f} of {e:,.0f}")
+        add("fan-in QoS 1: documented flow-control policy, measured loss", "measured",
+            f"{lost:,.0f} lost of {expected:,.0f} acknowledged ({100 * lost / expected:.1f} %)"
+            + (f"; {', '.join(others)}" if others else ""))
+
+    return "\n".join(["| target | status | measured |", "|---|---|---|"] + rows)
+
+
+def main():
+    results_path, out_path = sys.argv[1], sys.argv[2]
+    results = {}
+    with open(results_path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                r = json.loads(line)
+                results[(r.get("scenario"), r.get("label"))] = r
+    env = os.environ.get
+    brokers = env("BENCH_BROKERS", OURS).split()
+
+    intro = DEFAULT_INTRO
+    if os.path.exists(out_path):
+        with open(out_path) as f:
+            text = f.read()
+        # Without the marker the whole page is the hand-written part.
+        intro = text.split(MARKER)[0].rstrip("\n") + "\n"
+
+    load_before = env("BENCH_LOAD_BEFORE", "?")
+    load_after = env("BENCH_LOAD_AFTER", "?")
+    try:
+        busy = float(load_before.split()[0]) > 0.5
+    except ValueError:
+        busy = False
+    # CPU time used by other processes during each scenario, in CPUs (measured by amqtt-bench).
+    loads = [r["other_load"] for r in results.values() if isinstance(r.get("other_load"), (int, float))]
+    busy_runs = sum(1 for load in loads if load > BUSY)
+    busy = busy or busy_runs > 0
+    duration = env("BENCH_DURATION", "10")
+    out = [intro, MARKER, "", "## Last run", ""]
+    out.append(f"- date: {env('BENCH_DATE', '?')}")
+    out.append(f"- machine: {env('BENCH_NPROC', '?')} CPUs ({env('BENCH_CPU', '?')}), "
+               f"{env('BENCH_MEMORY', '?')} RAM, {env('BENCH_KERNEL', '?')}")
+    out.append(f"- brokers: {env('BENCH_VERSIONS', '?')}")
+    out.append(f"- load average (1, 5, 15 min) before the run: {load_before}; after it: {load_after} "
+               "(the figure after includes the benchmark itself)")
+    if loads:
+        out.append(f"- other processes (neither the broker nor the bench) used {sum(loads) / len(loads):.2f} "
+                   f"CPUs on average during the scenarios, {max(loads):.2f} at most (row \"other processes\" "
+                   "of each table)")
+    if busy:
+        out.append("- **the machine was busy during this run** (other jobs were running: "
+                   f"{busy_runs} of {len(loads)} scenarios saw more than a quarter of a CPU used by other "
+                   "processes): the figures are lower and noisier than on an idle machine; rerun on an idle "
+                   "machine before drawing fine conclusions.")
+    out.append(f"- command: `{env('BENCH_COMMAND', 'bench/compare.sh')}`; each scenario ran as "
+               f"`target/release/amqtt-bench <scenario> --port PORT --duration {duration} --broker-pid PID "
+               "--label BROKER --json` against a fresh broker process (one per scenario and broker, "
+               "on a free port of 127.0.0.1), 64-byte payloads.")
+    out.append("")
+    out.append("Ratios are amqtt-rs divided by the peer: above 1 means more — better for msg/s and "
+               "connections/s, worse for latency, CPU and memory. Throughput counts messages delivered to "
+               "subscribers; lost = sent (QoS 0) or acknowledged (QoS 1) minus delivered, after a drain "
+               "(until deliveries stop for 1 s, 30 s at most). Latency is end to end, from the publisher's "
+               "write to the subscriber's read, on one clock.")
+    out.append("")
+    out.append("## Targets (issue #4)")
+    out.append("")
+    out.append(targets(results, brokers))
+    out.append("")
+    for key, title, description in SCENARIOS:
+        out.append(f"## {title}")
+        out.append("")
+        out.append(description)
+        out.append("")
+        out.append(table(results, key, brokers, CONNECTION_ROWS if key == "connections" else FLOW_ROWS))
+        out.append("")
+    with open(out_path, "w") as f:
+        f.write("\n".join(out).rstrip("\n") + "\n")
+
+
+if __name__ == "__main__":
+    main()
