@@ -192,7 +192,7 @@ async fn burst_larger_than_the_queue_reaches_a_reading_subscriber() {
 
 /// [MQTT-4.3.2-2] [MQTT-4.6.0-2] back-pressure instead of loss: a QoS 1 subscriber that reads
 /// slower than its publisher writes makes the broker pause the publisher (no longer reading its
-/// socket) while the subscriber's queue is over half of `max-queued-messages`, so every
+/// socket) while the subscriber's queue is over a quarter of `max-queued-messages`, so every
 /// acknowledged message is delivered, in order, and nothing is dropped.
 #[tokio::test]
 async fn slow_subscriber_slows_the_publisher_instead_of_losing_messages() {
