@@ -96,19 +96,7 @@ struct SourceArgs {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = match common::parse_args() {
-        Ok(cli) => cli,
-        Err(code) => return code,
-    };
-    common::init_logging(cli.connection.debug);
-    let runtime = match common::runtime() {
-        Ok(runtime) => runtime,
-        Err(error) => return common::report(&error),
-    };
-    let result = runtime.block_on(run(cli));
-    // Nothing of ours is left running; don't wait for anything that is.
-    runtime.shutdown_background();
-    result.unwrap_or_else(|error| common::report(&error))
+    common::main(|cli: &Cli| cli.connection.debug, run)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -47,21 +47,7 @@ const EXAMPLES: &str = "  amqtt_sub -t 'sensors/#' -v
 ";
 
 fn main() -> ExitCode {
-    let cli: Cli = match common::parse_args() {
-        Ok(cli) => cli,
-        Err(code) => return code,
-    };
-    common::init_logging(cli.connection.debug);
-    let runtime = match common::runtime() {
-        Ok(runtime) => runtime,
-        Err(error) => return common::report(&error),
-    };
-    let result = runtime.block_on(run(cli));
-    runtime.shutdown_background();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => common::report(&error),
-    }
+    common::main(|cli: &Cli| cli.connection.debug, |cli| async { run(cli).await.map(|()| ExitCode::SUCCESS) })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

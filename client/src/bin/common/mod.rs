@@ -187,7 +187,7 @@ fn hostname() -> String {
 /// Parses the command line. Help and version go to stdout with status 0; a usage error is
 /// printed with status 1 (clap's own default is 2, which these commands keep for connection
 /// failures).
-pub fn parse_args<A: Parser>() -> Result<A, ExitCode> {
+fn parse_args<A: Parser>() -> Result<A, ExitCode> {
     A::try_parse().map_err(|error| {
         let _ = error.print();
         if error.use_stderr() {
@@ -199,7 +199,7 @@ pub fn parse_args<A: Parser>() -> Result<A, ExitCode> {
 }
 
 /// Logs to stderr: errors only, or everything at debug level with `-d`; RUST_LOG overrides.
-pub fn init_logging(debug: bool) {
+fn init_logging(debug: bool) {
     let default = if debug { "debug" } else { "error" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -208,8 +208,31 @@ pub fn init_logging(debug: bool) {
 
 /// A runtime on this thread: the commands do one thing at a time, and a single thread keeps the
 /// order in which publishes are handed to the client obvious.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// What both commands' `main` does: parse the flags, set up logging, run `run` on a
+/// single-threaded runtime and turn its error into a message and an exit status.
+pub fn main<A, F, Fut>(debug: impl Fn(&A) -> bool, run: F) -> ExitCode
+where
+    A: Parser,
+    F: FnOnce(A) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    let cli: A = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    init_logging(debug(&cli));
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => return report(&error),
+    };
+    let result = runtime.block_on(run(cli));
+    // Nothing of ours is left running; don't wait for anything that is.
+    runtime.shutdown_background();
+    result.unwrap_or_else(|error| report(&error))
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, caught from the moment this is made.
