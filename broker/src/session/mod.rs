@@ -7,6 +7,7 @@
 //! `max-queued-messages`) and hands its state to the next connection with the same client id.
 
 mod connection;
+mod keepalive;
 mod outbound;
 mod reader;
 
@@ -603,16 +604,10 @@ impl Session {
     /// Disconnects a client that has been silent for 1.5 times its keep-alive (plus the
     /// configured grace) [MQTT-3.1.2-24].
     fn check_keep_alive(&mut self, timeout: Duration, ctx: &mut Context<Self>) {
-        let idle = self.last_activity.elapsed();
-        if idle >= timeout {
+        if self.last_activity.elapsed() >= timeout {
             return self.close(ctx, Close::KeepAliveTimeout(timeout));
         }
-        ctx.run_later(timeout - idle, move |act, ctx| {
-            if act.conn.is_some() && act.client.is_some() {
-                let _entered = act.span().entered();
-                act.check_keep_alive(timeout, ctx);
-            }
-        });
+        keepalive::watch(ctx.address().downgrade(), self.last_activity + timeout);
     }
 
     fn close(&mut self, ctx: &mut Context<Self>, reason: Close) {
@@ -810,6 +805,17 @@ impl Handler<UnsubscribeDone> for Session {
     fn handle(&mut self, msg: UnsubscribeDone, ctx: &mut Self::Context) {
         self.write(Packet::UnsubAck(UnsubAck { pkid: msg.pkid }));
         self.flush(ctx);
+    }
+}
+
+impl Handler<keepalive::KeepAliveCheck> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: keepalive::KeepAliveCheck, ctx: &mut Self::Context) {
+        if let (Some(timeout), Some(_), Some(_)) = (self.keep_alive_timeout, &self.conn, &self.client) {
+            let _entered = self.span().entered();
+            self.check_keep_alive(timeout, ctx);
+        }
     }
 }
 
