@@ -101,7 +101,7 @@ pub struct Routed {
     pub hold_back: bool,
 }
 
-/// Read from the client again: the subscriber that caused a `Pause` has caught up.
+/// Read from the client again: the subscriber that caused a hold-back (see `Routed`) has caught up.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Resume;
