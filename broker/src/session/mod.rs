@@ -13,6 +13,7 @@ mod reader;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -183,25 +184,36 @@ pub struct Session {
     /// Boxed: most clients have none, and every idle connection pays for the field's size.
     will: Option<Box<LastWill>>,
     /// Silence after which the client is disconnected: 1.5 x its keep-alive plus the grace.
-    keep_alive_timeout: Option<Duration>,
+    /// In milliseconds (u32: up to 49 days, and 1.5 x 65 535 s plus any sane grace fits).
+    keep_alive_timeout_ms: Option<NonZeroU32>,
     last_activity: Instant,
     outbound: Outbound,
-    awaiting_pubrel: BTreeSet<u16>,
-    /// Client PUBLISH packets decoded from the current read, routed together at its end.
-    to_route: Vec<Publish>,
+    /// See `SessionState::awaiting_pubrel`. Boxed although a BTreeSet is already on the heap:
+    /// the point is the 8 bytes instead of 24 in every session, as most clients never publish at
+    /// QoS 2 and the session's size decides its allocation step.
+    #[allow(clippy::box_collection)]
+    awaiting_pubrel: Option<Box<BTreeSet<u16>>>,
     /// Bytes received after a CONNECT, processed once the CONNECT is answered [MQTT-3.1.4-5].
     /// Boxed: needed for a moment in a connection's life, it should not cost the whole of it.
     deferred: Option<Box<Bytes>>,
-    dropped: u64,
+    dropped: u32,
     /// Cancelled once CONNECT is accepted, so an idle connection holds no timer it no longer needs.
-    connect_timer: Option<SpawnHandle>,
+    connect_timer: SpawnHandle,
     /// Whether the router has been told that this session's queue is over its high-water mark.
     congested: bool,
     /// Messages moved from the queue to the socket since congestion was last reported: a
     /// congested client that still drains is slow, not stalled, and keeps its publishers held.
     drained: u32,
-    /// Ends a back-pressure pause that the router does not end first.
-    pause_timer: Option<SpawnHandle>,
+    /// What publishing needs while messages of this client are on their way through the
+    /// router; boxed and dropped when nothing is, so a quiet client does not pay for it.
+    publishing: Option<Box<Publishing>>,
+}
+
+/// The publishing side of a session while it has messages in the router's hands.
+#[derive(Default)]
+struct Publishing {
+    /// Client PUBLISH packets decoded from the current read, routed together at its end.
+    to_route: Vec<Publish>,
     /// Acknowledgements of received PUBLISH packets, in order, waiting for their batch to be
     /// routed: a client is told its message is taken only once it is ("nothing acknowledged is
     /// lost"), and its in-flight window then limits how far it runs ahead of the router.
@@ -215,6 +227,19 @@ pub struct Session {
     routes_in_flight: u8,
     /// The router asked this publisher to wait for a congested subscriber.
     held_back: bool,
+    /// Ends a back-pressure pause that the router does not end first.
+    pause_timer: Option<SpawnHandle>,
+}
+
+impl Publishing {
+    fn is_idle(&self) -> bool {
+        self.to_route.is_empty()
+            && self.unrouted_acks.is_empty()
+            && self.acks_in_batch == 0
+            && self.routes_in_flight == 0
+            && !self.held_back
+            && self.pause_timer.is_none()
+    }
 }
 
 impl Session {
@@ -244,22 +269,16 @@ impl Session {
                 conn: Some(Connection::new(Box::new(write), reader, gate, permit)),
                 client: None,
                 will: None,
-                keep_alive_timeout: None,
+                keep_alive_timeout_ms: None,
                 last_activity: Instant::now(),
                 outbound,
-                awaiting_pubrel: BTreeSet::new(),
-                to_route: Vec::new(),
+                awaiting_pubrel: None,
                 deferred: None,
                 dropped: 0,
-                connect_timer: None,
+                connect_timer: SpawnHandle::default(),
                 congested: false,
                 drained: 0,
-                pause_timer: None,
-                unrouted_acks: VecDeque::new(),
-                acks_in_batch: 0,
-                acks_routed: 0,
-                routes_in_flight: 0,
-                held_back: false,
+                publishing: None,
                 shared,
             }
         });
@@ -267,6 +286,10 @@ impl Session {
 
     fn settings(&self) -> &SessionSettings {
         &self.shared.settings
+    }
+
+    fn keep_alive_timeout(&self) -> Option<Duration> {
+        self.keep_alive_timeout_ms.map(|ms| Duration::from_millis(u64::from(ms.get())))
     }
 
     /// The connection's span, made when entered rather than stored: it is a debug-level span,
@@ -334,7 +357,12 @@ impl Session {
                 self.write(Packet::PubRel(PubRel { pkid }));
             }
             Packet::PubRel(PubRel { pkid }) => {
-                self.awaiting_pubrel.remove(&pkid);
+                if let Some(awaiting) = &mut self.awaiting_pubrel {
+                    awaiting.remove(&pkid);
+                    if awaiting.is_empty() {
+                        self.awaiting_pubrel = None;
+                    }
+                }
                 self.write(Packet::PubComp(PubComp { pkid }));
             }
             Packet::PubComp(PubComp { pkid }) => {
@@ -393,7 +421,7 @@ impl Session {
         if connect.keep_alive > 0 {
             let timeout =
                 Duration::from_millis(u64::from(connect.keep_alive) * 1500) + self.settings().keep_alive_grace;
-            self.keep_alive_timeout = Some(timeout);
+            self.keep_alive_timeout_ms = NonZeroU32::new(u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX));
         }
         self.will = connect.will.map(Box::new);
         let clean_session = connect.clean_session;
@@ -420,12 +448,10 @@ impl Session {
         let Registered { generation, session_present, resumed } = registered;
         if let Some(state) = resumed {
             self.outbound = state.outbound;
-            self.awaiting_pubrel = state.awaiting_pubrel;
+            self.awaiting_pubrel = (!state.awaiting_pubrel.is_empty()).then(|| Box::new(state.awaiting_pubrel));
         }
         self.client = Some(ClientIdentity { generation, clean_session });
-        if let Some(timer) = self.connect_timer.take() {
-            ctx.cancel_future(timer);
-        }
+        ctx.cancel_future(self.connect_timer);
         self.write(Packet::ConnAck(ConnAck { session_present, code: ConnectReturnCode::Accepted }));
         // Unacknowledged messages go again first, in their original order [MQTT-4.4.0-1].
         let resend: Vec<Packet> = self.outbound.resend().collect();
@@ -440,12 +466,12 @@ impl Session {
             self,
             clean_session,
             session_present,
-            keep_alive_timeout = ?self.keep_alive_timeout,
+            keep_alive_timeout = ?self.keep_alive_timeout(),
             inflight = self.outbound.inflight_len(),
             queued = self.outbound.queued_len(),
             "client connected"
         );
-        if let Some(timeout) = self.keep_alive_timeout {
+        if let Some(timeout) = self.keep_alive_timeout() {
             self.check_keep_alive(timeout, ctx);
         }
         self.pump();
@@ -467,7 +493,7 @@ impl Session {
             QoS::AtLeastOnce => self.owe(Ack::PubAck(publish.pkid)),
             QoS::ExactlyOnce => {
                 self.owe(Ack::PubRec(publish.pkid));
-                if !self.awaiting_pubrel.insert(publish.pkid) {
+                if !self.awaiting_pubrel.get_or_insert_with(Box::default).insert(publish.pkid) {
                     debug!(pkid = publish.pkid, "QoS 2 PUBLISH re-sent before PUBREL: not routed again");
                     return;
                 }
@@ -483,26 +509,39 @@ impl Session {
             debug!(topic = %publish.topic, "PUBLISH to a `$` topic not routed");
             return;
         }
-        self.to_route.push(publish);
+        self.publishing().to_route.push(publish);
+    }
+
+    fn publishing(&mut self) -> &mut Publishing {
+        self.publishing.get_or_insert_with(Box::default)
+    }
+
+    fn release_publishing_if_idle(&mut self) {
+        if self.publishing.as_ref().is_some_and(|publishing| publishing.is_idle()) {
+            self.publishing = None;
+        }
     }
 
     fn owe(&mut self, ack: Ack) {
-        self.unrouted_acks.push_back(ack);
-        self.acks_in_batch += 1;
+        let publishing = self.publishing();
+        publishing.unrouted_acks.push_back(ack);
+        publishing.acks_in_batch += 1;
     }
 
     fn route_pending(&mut self, ctx: &mut Context<Self>) {
-        if self.to_route.is_empty() && self.acks_in_batch == 0 {
+        let registered = self.client.is_some() && self.conn.is_some();
+        let Some(publishing) = self.publishing.as_mut() else { return };
+        if publishing.to_route.is_empty() && publishing.acks_in_batch == 0 {
             return;
         }
-        let batch = std::mem::take(&mut self.to_route);
-        if self.client.is_none() || self.conn.is_none() {
+        let batch = std::mem::take(&mut publishing.to_route);
+        if !registered {
             // A will, or the last words of a closing connection: nobody waits for an answer.
             self.shared.router.do_send(router::Route { from: None, acks: 0, batch });
             return;
         }
-        let acks = std::mem::take(&mut self.acks_in_batch);
-        self.routes_in_flight = self.routes_in_flight.saturating_add(1);
+        let acks = std::mem::take(&mut publishing.acks_in_batch);
+        publishing.routes_in_flight = publishing.routes_in_flight.saturating_add(1);
         self.shared.router.do_send(router::Route { from: Some(ctx.address()), acks, batch });
         self.update_gate();
     }
@@ -510,8 +549,12 @@ impl Session {
     /// Reads from the client only while the router keeps up with it and no subscriber of its
     /// messages asked it to wait.
     fn update_gate(&self) {
+        let (held_back, routes_in_flight) = self
+            .publishing
+            .as_ref()
+            .map_or((false, 0), |publishing| (publishing.held_back, publishing.routes_in_flight));
         if let Some(conn) = &self.conn {
-            if self.held_back || self.routes_in_flight >= MAX_ROUTES_IN_FLIGHT {
+            if held_back || routes_in_flight >= MAX_ROUTES_IN_FLIGHT {
                 conn.gate.pause();
             } else {
                 conn.gate.resume();
@@ -567,19 +610,25 @@ impl Session {
     }
 
     fn resume_reading(&mut self, ctx: &mut Context<Self>) {
-        if let Some(timer) = self.pause_timer.take() {
-            ctx.cancel_future(timer);
+        if let Some(publishing) = self.publishing.as_mut() {
+            if let Some(timer) = publishing.pause_timer.take() {
+                ctx.cancel_future(timer);
+            }
+            publishing.held_back = false;
         }
-        self.held_back = false;
         self.write_routed_acks();
         self.update_gate();
         self.flush(ctx);
+        self.release_publishing_if_idle();
     }
 
     fn write_routed_acks(&mut self) {
-        for _ in 0..std::mem::take(&mut self.acks_routed) {
-            let Some(ack) = self.unrouted_acks.pop_front() else { break };
-            self.write(ack.packet());
+        let Some(publishing) = self.publishing.as_mut() else { return };
+        for _ in 0..std::mem::take(&mut publishing.acks_routed) {
+            let Some(ack) = publishing.unrouted_acks.pop_front() else { break };
+            if let Some(conn) = &mut self.conn {
+                conn.write(&ack.packet());
+            }
         }
     }
 
@@ -703,7 +752,7 @@ impl Session {
     }
 
     fn count_drop(&mut self, dropped: Dropped) {
-        self.dropped += 1;
+        self.dropped = self.dropped.saturating_add(1);
         self.shared.stats.message_dropped();
         // Counted every time, logged at powers of two so a stalled client cannot flood the log.
         if self.dropped.is_power_of_two() {
@@ -742,7 +791,7 @@ impl Actor for Session {
                 act.close(ctx, Close::ConnectTimeout);
             }
         });
-        self.connect_timer = Some(timer);
+        self.connect_timer = timer;
     }
 }
 
@@ -812,7 +861,7 @@ impl Handler<keepalive::KeepAliveCheck> for Session {
     type Result = ();
 
     fn handle(&mut self, _: keepalive::KeepAliveCheck, ctx: &mut Self::Context) {
-        if let (Some(timeout), Some(_), Some(_)) = (self.keep_alive_timeout, &self.conn, &self.client) {
+        if let (Some(timeout), Some(_), Some(_)) = (self.keep_alive_timeout(), &self.conn, &self.client) {
             let _entered = self.span().entered();
             self.check_keep_alive(timeout, ctx);
         }
@@ -823,23 +872,29 @@ impl Handler<Routed> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Routed, ctx: &mut Self::Context) {
-        self.routes_in_flight = self.routes_in_flight.saturating_sub(1);
-        self.acks_routed += msg.acks;
-        if msg.hold_back && self.conn.is_some() {
-            self.held_back = true;
-            if let Some(timer) = self.pause_timer.take() {
+        let online = self.conn.is_some();
+        let publishing = self.publishing();
+        publishing.routes_in_flight = publishing.routes_in_flight.saturating_sub(1);
+        publishing.acks_routed += msg.acks;
+        if msg.hold_back && online {
+            publishing.held_back = true;
+            if let Some(timer) = publishing.pause_timer.take() {
                 ctx.cancel_future(timer);
             }
-            self.pause_timer = Some(ctx.run_later(MAX_PAUSE, |act, ctx| {
-                act.pause_timer = None;
+            let timer = ctx.run_later(MAX_PAUSE, |act, ctx| {
+                if let Some(publishing) = act.publishing.as_mut() {
+                    publishing.pause_timer = None;
+                }
                 act.resume_reading(ctx);
-            }));
+            });
+            self.publishing().pause_timer = Some(timer);
         }
-        if !self.held_back {
+        if !self.publishing().held_back {
             self.write_routed_acks();
         }
         self.update_gate();
         self.flush(ctx);
+        self.release_publishing_if_idle();
     }
 }
 
@@ -862,7 +917,7 @@ impl Handler<TakeOver> for Session {
         ctx.stop();
         MessageResult(msg.keep_state.then(|| SessionState {
             outbound: std::mem::replace(&mut self.outbound, Outbound::new(1, 0)),
-            awaiting_pubrel: std::mem::take(&mut self.awaiting_pubrel),
+            awaiting_pubrel: self.awaiting_pubrel.take().map(|awaiting| *awaiting).unwrap_or_default(),
         }))
     }
 }

@@ -39,8 +39,9 @@ pub struct Outbound {
     inflight: VecDeque<InFlight>,
     queue: VecDeque<Publish>,
     last_pkid: u16,
-    max_inflight: usize,
-    max_queued: usize,
+    // u32: every session holds these, and no sane limit needs more.
+    max_inflight: u32,
+    max_queued: u32,
 }
 
 impl Outbound {
@@ -49,8 +50,8 @@ impl Outbound {
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             last_pkid: 0,
-            max_inflight: max_inflight.max(1),
-            max_queued,
+            max_inflight: u32::try_from(max_inflight.max(1)).unwrap_or(u32::MAX),
+            max_queued: u32::try_from(max_queued).unwrap_or(u32::MAX),
         }
     }
 
@@ -65,7 +66,7 @@ impl Outbound {
     /// Queues a message for the client. When the queue is full, the oldest queued QoS 0
     /// message makes room; when there is none, the new message is refused.
     pub fn enqueue(&mut self, publish: Publish) -> Option<Dropped> {
-        if self.queue.len() < self.max_queued {
+        if self.queue.len() < self.max_queued as usize {
             self.queue.push_back(publish);
             return None;
         }
@@ -96,7 +97,7 @@ impl Outbound {
         if front.qos == QoS::AtMostOnce {
             return self.queue.pop_front();
         }
-        if self.inflight.len() >= self.max_inflight {
+        if self.inflight.len() >= self.max_inflight as usize {
             return None;
         }
         let mut publish = self.queue.pop_front()?;
