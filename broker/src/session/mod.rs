@@ -31,7 +31,7 @@ use crate::router::{self, Registered, Router};
 use crate::stats::Stats;
 use connection::Connection;
 pub(crate) use connection::ConnectionPermit;
-pub use outbound::Dropped;
+use outbound::Dropped;
 use outbound::Outbound;
 use reader::{FrameReader, ReadError, ReadGate};
 
