@@ -11,11 +11,13 @@ use std::thread::{self, JoinHandle};
 
 use actix::prelude::*;
 use actix_rt::{Arbiter, ArbiterHandle, System};
+use amqtt_plugin_api::Event;
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::{error, info};
 
 use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::listener::Listener;
+use crate::plugins::{self, BrokerApi, PluginHost, PluginSetupError};
 use crate::router::{Router, RouterSettings};
 use crate::session::{SessionSettings, SessionShared};
 use crate::stats::{Stats, StatsSnapshot};
@@ -27,6 +29,8 @@ const LISTEN_BACKLOG: u32 = 1024;
 pub enum BrokerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Plugins(#[from] PluginSetupError),
     #[error("listener {name}: cannot bind {addr}: {source} (is another broker running on this port?)")]
     Bind { name: String, addr: SocketAddr, source: std::io::Error },
     #[error("cannot start broker threads: {0}")]
@@ -79,6 +83,7 @@ impl Broker {
                     thread: Some(thread),
                     listeners: started.listeners,
                     stats: started.stats,
+                    plugins: started.plugins,
                 })
             }
             Ok(Err(error)) => {
@@ -97,6 +102,7 @@ struct Started {
     system: System,
     listeners: Vec<BoundListener>,
     stats: Arc<Stats>,
+    plugins: Arc<PluginHost>,
 }
 
 fn run_system(config: Config, workers: usize, ready: mpsc::Sender<Result<Started, BrokerError>>) {
@@ -117,6 +123,8 @@ fn run_system(config: Config, workers: usize, ready: mpsc::Sender<Result<Started
 }
 
 fn start_actors(config: &Config, workers: usize, arbiters: &mut Vec<Arbiter>) -> Result<Started, BrokerError> {
+    // Plugins first: a misconfigured plugin stops start-up before any port is bound.
+    let (plugins, dispatcher) = plugins::setup::build_host(config)?;
     let sockets = config
         .listeners
         .iter()
@@ -127,9 +135,17 @@ fn start_actors(config: &Config, workers: usize, arbiters: &mut Vec<Arbiter>) ->
     let router_arbiter = Arbiter::try_new().map_err(BrokerError::Threads)?;
     let router_settings = RouterSettings { max_subscriptions_per_client: config.max_subscriptions_per_client };
     let router_stats = stats.clone();
-    let router =
-        Router::start_in_arbiter(&router_arbiter.handle(), move |_| Router::new(router_settings, router_stats));
+    let router_plugins = plugins.clone();
+    let router = Router::start_in_arbiter(&router_arbiter.handle(), move |_| {
+        Router::new(router_settings, router_stats, router_plugins)
+    });
     arbiters.push(router_arbiter);
+    if let Some(dispatcher) = dispatcher {
+        // Event plugins get a thread of their own: a slow one never delays a client.
+        let events_arbiter = Arbiter::try_new().map_err(BrokerError::Threads)?;
+        events_arbiter.spawn(dispatcher.run());
+        arbiters.push(events_arbiter);
+    }
 
     let mut handles: Vec<ArbiterHandle> = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -146,10 +162,10 @@ fn start_actors(config: &Config, workers: usize, arbiters: &mut Vec<Arbiter>) ->
             max_packet_size: config.max_packet_size,
             max_inflight_messages: config.max_inflight_messages,
             max_queued_messages: config.max_queued_messages,
-            allow_anonymous: config.auth.allow_anonymous,
         },
-        router,
+        router: router.clone(),
         stats: stats.clone(),
+        plugins: plugins.clone(),
     });
 
     let mut listeners = Vec::with_capacity(sockets.len());
@@ -163,7 +179,8 @@ fn start_actors(config: &Config, workers: usize, arbiters: &mut Vec<Arbiter>) ->
         Listener::new(listener.name.clone(), socket, workers.clone(), sessions.clone(), listener.max_connections)
             .start();
     }
-    Ok(Started { system: System::current(), listeners, stats })
+    plugins.emit(Event::BrokerStarted { broker: Arc::new(BrokerApi { router, stats: stats.clone() }) });
+    Ok(Started { system: System::current(), listeners, stats, plugins })
 }
 
 fn bind(listener: &ListenerConfig) -> Result<TcpListener, BrokerError> {
@@ -182,6 +199,7 @@ pub struct RunningBroker {
     thread: Option<JoinHandle<()>>,
     listeners: Vec<BoundListener>,
     stats: Arc<Stats>,
+    plugins: Arc<PluginHost>,
 }
 
 impl RunningBroker {
@@ -214,6 +232,7 @@ impl RunningBroker {
     fn shutdown(&mut self) {
         if let Some(thread) = self.thread.take() {
             info!("broker stopping");
+            self.plugins.emit(Event::BrokerStopping);
             self.system.stop();
             let _ = thread.join();
             info!("broker stopped");

@@ -16,7 +16,6 @@
 //!    [`Config`].
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -28,6 +27,10 @@ use yaml_serde::{Mapping, Value};
 
 /// Where the broker listens when no config file is given (aMQTT's default).
 pub const DEFAULT_BIND: &str = "0.0.0.0:1883";
+
+/// Where `.so` plugins are looked for unless `plugins-dir` says otherwise: relative to the
+/// config file's folder (the working directory without a config file).
+pub const DEFAULT_PLUGINS_DIR: &str = "plugins";
 
 /// Port used when a `tcp` listener's `bind` has no port (aMQTT's default).
 const DEFAULT_TCP_PORT: u16 = 1883;
@@ -60,13 +63,16 @@ pub struct Config {
     pub max_queued_messages: usize,
     /// `max-subscriptions-per-client`; 0 = unlimited.
     pub max_subscriptions_per_client: usize,
-    /// `sys_interval`: seconds between `$SYS` updates; 0 disables them.
-    pub sys_interval: u64,
     pub auth: AuthConfig,
     pub topic_check: TopicCheckConfig,
-    /// aMQTT's top-level `plugins` key (a list of names in 0.10/0.11, a mapping
-    /// of class names in 0.12), kept raw for the plugin work.
+    /// aMQTT's top-level `plugins` key: a list of plugin names (0.10/0.11), or a mapping of
+    /// plugin (or Python class) names to their settings (0.12). See `plugins::setup`.
     pub plugins: Option<Value>,
+    /// `plugins-dir`: where `.so` plugins are loaded from (default `plugins`, next to the
+    /// config file).
+    pub plugins_dir: PathBuf,
+    /// The whole file's top-level mapping: the settings event plugins see (`sys_interval`...).
+    pub root: Value,
     /// Folder of the config file, for resolving relative paths; None for the
     /// built-in default.
     pub base_dir: Option<PathBuf>,
@@ -103,28 +109,23 @@ impl fmt::Display for ListenerKind {
     }
 }
 
-/// aMQTT's `auth` section.
-#[derive(Debug, Clone, PartialEq)]
+/// aMQTT's `auth` section: which auth plugins run, and the settings they share.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AuthConfig {
-    /// `plugins`: None = every auth plugin; `Some(vec![])` = aMQTT denies everyone.
+    /// `plugins`: None = every auth plugin; `Some(vec![])` = nobody is let in (as in aMQTT).
     pub plugins: Option<Vec<String>>,
-    pub allow_anonymous: bool,
-    pub password_file: Option<PathBuf>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig { plugins: None, allow_anonymous: true, password_file: None }
-    }
+    /// The whole section (`allow-anonymous`, `password-file`, ...), as every auth plugin sees it.
+    pub settings: Value,
 }
 
 /// aMQTT's `topic-check` section.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicCheckConfig {
     pub enabled: bool,
-    pub plugins: Vec<String>,
-    /// User name -> topic filters that user may subscribe to.
-    pub acl: BTreeMap<String, Vec<String>>,
+    /// `plugins`: None = every topic-check plugin.
+    pub plugins: Option<Vec<String>>,
+    /// The whole section (`acl`, `publish-acl`, ...), as every topic-check plugin sees it.
+    pub settings: Value,
 }
 
 /// Something in the file that did not stop the broker but that the user should fix.
@@ -198,20 +199,6 @@ impl Config {
                 });
             }
         }
-        // Refusing is safer than starting a broker that lets in the clients the
-        // configuration means to keep out.
-        if self.auth.password_file.is_some() {
-            return Err(ConfigError::Unsupported {
-                path: "auth.password-file".to_string(),
-                feature: "password file authentication".to_string(),
-            });
-        }
-        if self.topic_check.enabled {
-            return Err(ConfigError::Unsupported {
-                path: "topic-check.enabled".to_string(),
-                feature: "topic access control (topic-check)".to_string(),
-            });
-        }
         Ok(())
     }
 
@@ -236,10 +223,11 @@ impl Config {
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_subscriptions_per_client: 10_000,
-            sys_interval: 20,
             auth: AuthConfig::default(),
             topic_check: TopicCheckConfig::default(),
             plugins: None,
+            plugins_dir: PathBuf::from(DEFAULT_PLUGINS_DIR),
+            root: Value::Null,
             base_dir: None,
         }
     }
@@ -251,7 +239,11 @@ impl Config {
 
 fn parse(yaml: &str, base_dir: Option<&Path>, origin: &str) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
     let (mut root, mut warnings) = parse_yaml(yaml, origin)?;
-    let mut config = Config { base_dir: base_dir.map(Path::to_path_buf), ..Config::default() };
+    let mut config = Config {
+        base_dir: base_dir.map(Path::to_path_buf),
+        plugins_dir: resolve_path(base_dir, PathBuf::from(DEFAULT_PLUGINS_DIR)),
+        ..Config::default()
+    };
     // An empty or all-comments file is aMQTT's "no settings": the defaults.
     if root.is_null() {
         return Ok((config, warnings));
@@ -286,29 +278,25 @@ fn parse(yaml: &str, base_dir: Option<&Path>, origin: &str) -> Result<(Config, V
     if let Some(n) = top.max_subscriptions_per_client {
         config.max_subscriptions_per_client = n.to_usize();
     }
-    if let Some(interval) = top.sys_interval {
-        config.sys_interval = interval.0.unsigned_abs();
-    }
+    // The plugins validate the rest of these sections: which keys belong where depends on
+    // which plugins are enabled.
     if let Some(auth) = top.auth {
-        config.auth = AuthConfig {
-            plugins: auth.plugins,
-            allow_anonymous: auth.allow_anonymous.is_none_or(|Flag(on)| on),
-            password_file: auth.password_file.map(|p| resolve_path(base_dir, p)),
-        };
+        let chain: RawChain = deserialize_at(&auth, "auth", origin, &mut Vec::new())?;
+        config.auth = AuthConfig { plugins: chain.plugins, settings: auth };
     }
     if let Some(check) = top.topic_check {
+        let chain: RawChain = deserialize_at(&check, "topic-check", origin, &mut Vec::new())?;
         config.topic_check = TopicCheckConfig {
-            enabled: check.enabled.is_some_and(|Flag(on)| on),
-            plugins: check.plugins.unwrap_or_default(),
-            acl: check
-                .acl
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(user, filters)| (user, filters.unwrap_or_default()))
-                .collect(),
+            enabled: chain.enabled.is_some_and(|Flag(on)| on),
+            plugins: chain.plugins,
+            settings: check,
         };
     }
+    if let Some(dir) = top.plugins_dir {
+        config.plugins_dir = resolve_path(base_dir, dir);
+    }
     config.plugins = top.plugins;
+    config.root = root;
     Ok((config, warnings))
 }
 
@@ -565,30 +553,25 @@ struct RawTop {
     max_queued_messages: Option<Bounded<0, { i64::MAX }>>,
     #[serde(rename = "max-subscriptions-per-client", alias = "max_subscriptions_per_client")]
     max_subscriptions_per_client: Option<Bounded<0, { i64::MAX }>>,
+    /// Read by the `broker_sys` plugin; declared here so that it is not reported as unknown.
     #[serde(alias = "sys-interval")]
+    #[allow(dead_code)]
     sys_interval: Option<Bounded<0, { i64::MAX }>>,
-    auth: Option<RawAuth>,
+    auth: Option<Value>,
     #[serde(rename = "topic-check", alias = "topic_check")]
-    topic_check: Option<RawTopicCheck>,
+    topic_check: Option<Value>,
     plugins: Option<Value>,
+    #[serde(rename = "plugins-dir", alias = "plugins_dir")]
+    plugins_dir: Option<PathBuf>,
 }
 
+/// The part of `auth` and `topic-check` that the broker reads itself: which plugins form the
+/// chain. The other keys are the plugins' settings.
 #[derive(Deserialize)]
-#[serde(expecting = "a mapping of auth settings (plugins, allow-anonymous, password-file)")]
-struct RawAuth {
+#[serde(expecting = "a mapping of settings (plugins, and the plugins' own keys)")]
+struct RawChain {
     plugins: Option<Vec<String>>,
-    #[serde(rename = "allow-anonymous", alias = "allow_anonymous")]
-    allow_anonymous: Option<Flag>,
-    #[serde(rename = "password-file", alias = "password_file")]
-    password_file: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-#[serde(expecting = "a mapping of topic-check settings (enabled, plugins, acl)")]
-struct RawTopicCheck {
     enabled: Option<Flag>,
-    plugins: Option<Vec<String>>,
-    acl: Option<BTreeMap<String, Option<Vec<String>>>>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -1035,16 +1018,15 @@ topic-check:
         assert_eq!(l.kind, ListenerKind::Tcp);
         assert_eq!(l.max_connections, None);
         assert!(!l.ssl);
-        assert!(config.auth.allow_anonymous);
-        assert_eq!(config.auth.plugins, None);
+        assert_eq!(config.auth, AuthConfig::default());
         assert!(!config.topic_check.enabled);
+        assert_eq!(config.plugins_dir, Path::new("plugins"));
         assert_eq!(config.timeout_disconnect_delay, Duration::ZERO);
         assert_eq!(config.connect_timeout, Duration::from_secs(10));
         assert_eq!(config.max_packet_size, 1024 * 1024);
         assert_eq!(config.max_inflight_messages, 20);
         assert_eq!(config.max_queued_messages, 1000);
         assert_eq!(config.max_subscriptions_per_client, 10_000);
-        assert_eq!(config.sys_interval, 20);
         assert_eq!(config.plugins, None);
         assert_eq!(config.base_dir, None);
         assert!(config.check_supported().is_ok());
@@ -1067,7 +1049,11 @@ topic-check:
         for text in ["", "\n\n", "# nothing here\n  # indented comment\n", "---\n", "---\n# c\n"] {
             let (config, warnings) = Config::from_yaml_str(text, Some(Path::new("/etc/amqtt"))).unwrap();
             assert!(warnings.is_empty());
-            let expected = Config { base_dir: Some(PathBuf::from("/etc/amqtt")), ..Config::default() };
+            let expected = Config {
+                base_dir: Some(PathBuf::from("/etc/amqtt")),
+                plugins_dir: PathBuf::from("/etc/amqtt/plugins"),
+                ..Config::default()
+            };
             assert_eq!(config, expected, "for {text:?}");
         }
     }
@@ -1107,13 +1093,12 @@ topic-check:
 
         assert_eq!(config.timeout_disconnect_delay, Duration::from_secs(2));
         assert_eq!(config.auth.plugins, Some(vec!["auth.anonymous".to_string()]));
-        assert!(config.auth.allow_anonymous);
-        assert_eq!(config.auth.password_file.as_deref(), Some(Path::new("/some/passwd_file")));
+        assert_eq!(config.auth.settings["allow-anonymous"], Value::Bool(true));
+        assert_eq!(config.auth.settings["password-file"], Value::from("/some/passwd_file"));
         assert!(config.topic_check.enabled);
-        assert_eq!(config.topic_check.plugins, ["topic_acl"]);
-        assert_eq!(config.topic_check.acl.get("alice").unwrap(), &["sensors/#"]);
+        assert_eq!(config.topic_check.plugins, Some(vec!["topic_acl".to_string()]));
+        assert_eq!(config.topic_check.settings["acl"]["alice"][0], Value::from("sensors/#"));
         // Untouched keys keep their defaults.
-        assert_eq!(config.sys_interval, 20);
         assert_eq!(config.max_inflight_messages, 20);
     }
 
@@ -1138,10 +1123,10 @@ topic-check:
     #[test]
     fn duplicate_keys_anywhere_warn_with_their_path() {
         let (config, warnings) = load("sys_interval: 1\nsys_interval: 2\n");
-        assert_eq!(config.sys_interval, 2);
+        assert_eq!(config.root["sys_interval"], Value::from(2));
         assert_eq!(warnings[0].path, "sys_interval");
         let (config, warnings) = load("topic-check:\n  acl:\n    bob: [a]\n    bob: [b]\n");
-        assert_eq!(config.topic_check.acl["bob"], vec!["b".to_string()]);
+        assert_eq!(config.topic_check.settings["acl"]["bob"][0], Value::from("b"));
         assert_eq!(warnings[0].path, "topic-check.acl.bob");
         let (_, warnings) = load("listeners:\n  a: {bind: ':1', bind: ':2'}\n");
         assert_eq!(warnings[0].path, "listeners.a.bind");
@@ -1155,8 +1140,8 @@ topic-check:
         assert_eq!(config.listeners[0].name, "default");
         assert_eq!(config.listeners[0].bind, addr("0.0.0.0:1883"));
         assert_eq!(config.listeners[0].kind, ListenerKind::Tcp);
-        assert_eq!(config.sys_interval, 20);
-        assert!(config.auth.allow_anonymous);
+        assert_eq!(config.root["sys_interval"], Value::from(20));
+        assert_eq!(config.auth.settings["allow-anonymous"], Value::Bool(true));
         assert!(!config.topic_check.enabled);
         let plugins: Vec<String> = yaml_serde::from_value(config.plugins.clone().unwrap()).unwrap();
         assert_eq!(plugins, ["auth_file", "auth_anonymous"]);
@@ -1224,9 +1209,8 @@ topic_check:
         assert_eq!(config.max_inflight_messages, 5);
         assert_eq!(config.max_queued_messages, 6);
         assert_eq!(config.max_subscriptions_per_client, 8);
-        assert_eq!(config.sys_interval, 9);
-        assert!(!config.auth.allow_anonymous);
-        assert_eq!(config.auth.password_file.as_deref(), Some(Path::new("/etc/passwd.txt")));
+        assert_eq!(config.root["sys-interval"], Value::from(9));
+        assert_eq!(config.auth.settings["allow_anonymous"], Value::Bool(false));
         assert!(config.topic_check.enabled);
     }
 
@@ -1246,7 +1230,6 @@ sys_interval: 0
         assert_eq!(config.max_inflight_messages, 65535);
         assert_eq!(config.max_queued_messages, 0);
         assert_eq!(config.max_subscriptions_per_client, 0);
-        assert_eq!(config.sys_interval, 0);
         // No `listeners` key: aMQTT's default listener.
         assert_eq!(config.listeners, Config::default().listeners);
     }
@@ -1275,14 +1258,13 @@ topic-check:
             got,
             [
                 "session_expiry_interval: unknown key, ignored",
-                "auth.extra: unknown key, ignored",
-                "topic-check.publish-acl: unknown key, ignored",
                 "listeners.default.bnid: unknown key, ignored",
                 "listeners.other.reader: unknown key, ignored",
             ]
         );
         assert_eq!(config.listeners.len(), 2);
-        assert!(!config.auth.allow_anonymous);
+        // The plugins check their own sections' keys (see plugins::setup).
+        assert_eq!(config.auth.settings["extra"]["nested"][1], Value::from(2));
         assert!(config.topic_check.enabled);
     }
 
@@ -1316,17 +1298,41 @@ topic-check:
                 "listeners.x.type",
                 "unknown listener type \"udp\", expected tcp or ws",
             ),
-            ("timeout-disconnect-delay: -1", "timeout-disconnect-delay", "invalid value -1: use 0 or a positive number of seconds"),
-            ("timeout_disconnect_delay: -0.5", "timeout_disconnect_delay", "invalid value -0.5: use 0 or a positive number of seconds"),
-            ("timeout-disconnect-delay: soon", "timeout-disconnect-delay", "invalid type: string \"soon\", expected a number of seconds"),
+            (
+                "timeout-disconnect-delay: -1",
+                "timeout-disconnect-delay",
+                "invalid value -1: use 0 or a positive number of seconds",
+            ),
+            (
+                "timeout_disconnect_delay: -0.5",
+                "timeout_disconnect_delay",
+                "invalid value -0.5: use 0 or a positive number of seconds",
+            ),
+            (
+                "timeout-disconnect-delay: soon",
+                "timeout-disconnect-delay",
+                "invalid type: string \"soon\", expected a number of seconds",
+            ),
             ("connect-timeout: -5", "connect-timeout", "invalid value -5: use a positive number of seconds"),
             ("connect-timeout: 0", "connect-timeout", "invalid value 0: use a positive number of seconds"),
             ("max-packet-size: 0", "max-packet-size", "invalid value 0: use an integer from 1 to 268435460"),
-            ("max-packet-size: 268435461", "max-packet-size", "invalid value 268435461: use an integer from 1 to 268435460"),
+            (
+                "max-packet-size: 268435461",
+                "max-packet-size",
+                "invalid value 268435461: use an integer from 1 to 268435460",
+            ),
             ("max-inflight-messages: 0", "max-inflight-messages", "invalid value 0: use an integer from 1 to 65535"),
-            ("max-inflight-messages: 65536", "max-inflight-messages", "invalid value 65536: use an integer from 1 to 65535"),
+            (
+                "max-inflight-messages: 65536",
+                "max-inflight-messages",
+                "invalid value 65536: use an integer from 1 to 65535",
+            ),
             ("max-queued-messages: -3", "max-queued-messages", "invalid value -3: use 0 or a positive integer"),
-            ("max-subscriptions-per-client: many", "max-subscriptions-per-client", "invalid type: string \"many\", expected an integer"),
+            (
+                "max-subscriptions-per-client: many",
+                "max-subscriptions-per-client",
+                "invalid type: string \"many\", expected an integer",
+            ),
             (
                 "listeners:\n  x:\n    bind: ':1'\n    ssl: maybe",
                 "listeners.x.ssl",
@@ -1337,11 +1343,22 @@ topic-check:
                 "listeners.x.max-connections",
                 "invalid type: string \"lots\", expected an integer",
             ),
-            ("auth:\n  allow-anonymous: perhaps", "auth.allow-anonymous", "invalid value: string \"perhaps\", expected true or false (on/off and yes/no work too)"),
+            (
+                "topic-check:\n  enabled: perhaps",
+                "topic-check.enabled",
+                "invalid value: string \"perhaps\", expected true or false (on/off and yes/no work too)",
+            ),
             ("auth:\n  plugins: auth_file", "auth.plugins", "invalid type: string \"auth_file\", expected a sequence"),
-            ("auth: yes", "auth", "invalid type: string \"yes\", expected a mapping of auth settings (plugins, allow-anonymous, password-file)"),
-            ("topic-check:\n  acl:\n    alice: [a, [b]]", "topic-check.acl.alice[1]", "invalid type: sequence, expected a string"),
-            ("topic-check:\n  enabled: 1", "topic-check.enabled", "invalid type: integer `1`, expected true or false (on/off and yes/no work too)"),
+            (
+                "auth: yes",
+                "auth",
+                "invalid type: string \"yes\", expected a mapping of settings (plugins, and the plugins' own keys)",
+            ),
+            (
+                "topic-check:\n  enabled: 1",
+                "topic-check.enabled",
+                "invalid type: integer `1`, expected true or false (on/off and yes/no work too)",
+            ),
         ];
         for (yaml, want_path, want_reason) in cases {
             let (path, reason) = invalid(yaml);
@@ -1419,7 +1436,11 @@ topic-check:
         assert_eq!(config.base_dir.as_deref(), Some(dir.as_path()));
         assert_eq!(config.listeners[0].certfile, Some(dir.join("certs/server.pem")));
         assert_eq!(config.listeners[0].keyfile, Some(PathBuf::from("/abs/key.pem")));
-        assert_eq!(config.auth.password_file, Some(dir.join("passwd")));
+        assert_eq!(config.plugins_dir, dir.join("plugins"));
+        let (config, _) = Config::from_yaml_str("plugins-dir: /opt/amqtt/plugins\n", Some(&dir)).unwrap();
+        assert_eq!(config.plugins_dir, Path::new("/opt/amqtt/plugins"));
+        let (config, _) = Config::from_yaml_str("plugins_dir: so\n", Some(&dir)).unwrap();
+        assert_eq!(config.plugins_dir, dir.join("so"));
     }
 
     #[test]
@@ -1594,13 +1615,6 @@ listeners:
 
         let (config, _) = load("listeners:\n  plain:\n    bind: ':1883'\n    ssl: off\n");
         assert!(config.check_supported().is_ok());
-
-        let (config, _) = load("auth:\n  password-file: ./passwd\n");
-        let err = config.check_supported().unwrap_err();
-        assert!(matches!(&err, ConfigError::Unsupported { path, .. } if path == "auth.password-file"), "{err:?}");
-        let (config, _) = load("topic-check:\n  enabled: true\n");
-        let err = config.check_supported().unwrap_err();
-        assert!(matches!(&err, ConfigError::Unsupported { path, .. } if path == "topic-check.enabled"), "{err:?}");
     }
 
     #[test]
@@ -1618,20 +1632,16 @@ topic-check:
 ";
         let (config, _) = load(yaml);
         assert_eq!(config.auth.plugins, Some(vec![]));
-        assert!(config.auth.allow_anonymous);
         assert!(config.topic_check.enabled);
-        assert_eq!(config.topic_check.plugins, ["topic_acl", "topic_taboo"]);
-        let acl = &config.topic_check.acl;
-        assert_eq!(acl["alice"], ["sensors/#", "alice/+"]);
-        assert!(acl["bob"].is_empty());
-        assert!(acl["anonymous"].is_empty());
+        assert_eq!(config.topic_check.plugins, Some(vec!["topic_acl".to_string(), "topic_taboo".to_string()]));
+        assert_eq!(config.topic_check.settings["acl"]["alice"][1], Value::from("alice/+"));
     }
 
     #[test]
     fn null_sections_keep_their_defaults() {
         let (config, warnings) = load("listeners:\nauth:\ntopic-check:\nplugins:\nsys_interval:\n");
         assert!(warnings.is_empty());
-        let expected = Config::default();
+        let expected = Config { root: config.root.clone(), ..Config::default() };
         assert_eq!(config, expected);
     }
 

@@ -17,10 +17,12 @@
 mod broker;
 pub mod config;
 mod listener;
+mod plugins;
 mod router;
 mod session;
 mod stats;
 
 pub use broker::{BoundListener, Broker, BrokerError, RunningBroker};
 pub use config::{Config, ConfigError, ConfigWarning};
+pub use plugins::PluginSetupError;
 pub use stats::StatsSnapshot;

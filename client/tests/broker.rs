@@ -260,18 +260,18 @@ async fn unsubscribe_and_deliver_timeout() {
     assert_nothing_before_marker(&client, &client, "marker").await;
 }
 
-/// Credentials from the URL reach the broker: with anonymous access refused, a user name in
-/// the URL (percent-encoded) is let in.
+/// Credentials from the URL (percent-encoded) or the config reach the broker's password check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_from_the_url() {
-    let broker = start_broker_with("auth:\n  allow-anonymous: false\n");
+    let auth = password_auth(&[&format!("us@er:{HASH_OF_P_COLON_SS}"), &format!("cfg-user:{HASH_OF_CFG_PASS}")]);
+    let broker = start_broker_with(&auth);
     let addr = broker.listeners()[0].addr;
     let client = MqttClient::new(Some("creds"), test_config());
     client.connect(&format!("mqtt://us%40er:p%3Ass@{addr}")).await.expect("a named user is let in");
     client.disconnect().await.expect("disconnect");
-    let from_config =
-        MqttClient::new(Some("creds-cfg"), ClientConfig { username: Some("cfg-user".into()), ..test_config() });
-    from_config.connect(&format!("mqtt://{addr}")).await.expect("user name from the config");
+    let config = ClientConfig { username: Some("cfg-user".into()), password: Some("cfg-pass".into()), ..test_config() };
+    let from_config = MqttClient::new(Some("creds-cfg"), config);
+    from_config.connect(&format!("mqtt://{addr}")).await.expect("credentials from the config");
 }
 
 /// After a lost connection (dropped under the client) the client reconnects by itself, subscribes

@@ -423,7 +423,12 @@ async fn pub_disconnects_cleanly_on_sigint() {
 /// URL succeeds.
 #[tokio::test]
 async fn refused_connection_says_not_authorized() {
-    let broker = start_broker_with("auth:\n  allow-anonymous: false\n");
+    // Only alice (password "secret", a sha512-crypt hash from `openssl passwd -6`) is let in.
+    let passwd = std::env::temp_dir().join(format!("amqtt-cli-test-{}.passwd", std::process::id()));
+    let hash = "$6$s4ltS4lt$9uHOi55laf.sEEL.nTAfniTJjMMs7SDbYU5h7LVlO0kOSmOWxbm5Xz5q3kpep0HjBmO3KiwhbIAtD0zuw5Z8w0";
+    std::fs::write(&passwd, format!("alice:{hash}\n")).expect("write the password file");
+    let broker =
+        start_broker_with(&format!("auth:\n  allow-anonymous: false\n  password-file: {}\n", passwd.display()));
     let url = url_of(&broker);
     let output = run(SUB, &["--url", &url, "-t", "x"], b"").await;
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));

@@ -58,6 +58,29 @@ pub fn parse_settings<T: DeserializeOwned>(
     }
 }
 
+/// Deserializes a YAML 1.1 boolean as aMQTT's YAML library reads it: `true`/`false`, and also
+/// `yes`/`no`, `on`/`off` (any case). For `#[serde(default, deserialize_with = "...")]` on an
+/// `Option<bool>` setting.
+pub fn yaml_bool<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bool(bool),
+        Text(String),
+    }
+    match <Option<Raw> as serde::Deserialize>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Raw::Bool(value)) => Ok(Some(value)),
+        Some(Raw::Text(text)) => match text.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "y" => Ok(Some(true)),
+            "false" | "no" | "off" | "n" => Ok(Some(false)),
+            _ => Err(serde::de::Error::custom(format!(
+                "invalid value: string {text:?}, expected true or false (on/off and yes/no work too)"
+            ))),
+        },
+    }
+}
+
 /// `a.b[2]` for a nested unknown key (serde_ignored's own Display adds `?` for options).
 fn key_of(path: &serde_ignored::Path<'_>) -> String {
     match path {
@@ -84,7 +107,7 @@ mod tests {
     #[derive(Debug, serde::Deserialize, Default)]
     #[serde(default)]
     struct Settings {
-        #[serde(rename = "allow-anonymous", alias = "allow_anonymous")]
+        #[serde(rename = "allow-anonymous", alias = "allow_anonymous", deserialize_with = "yaml_bool")]
         allow_anonymous: Option<bool>,
     }
 
@@ -104,6 +127,14 @@ mod tests {
         let (settings, unknown) = parse_settings::<Settings>(&Value::Null, &PluginContext::default()).unwrap();
         assert_eq!(settings.allow_anonymous, None);
         assert!(unknown.is_empty());
+    }
+
+    #[test]
+    fn booleans_as_pyyaml_reads_them() {
+        assert_eq!(parse("allow-anonymous: 'on'").unwrap().0.allow_anonymous, Some(true));
+        assert_eq!(parse("allow-anonymous: No").unwrap().0.allow_anonymous, Some(false));
+        let error = parse("allow-anonymous: perhaps").unwrap_err();
+        assert!(error.to_string().contains("expected true or false"), "{error}");
     }
 
     #[test]

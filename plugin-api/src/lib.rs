@@ -28,7 +28,7 @@ mod registry;
 use std::net::SocketAddr;
 
 pub use async_trait::async_trait;
-pub use config::{parse_settings, PluginContext, PluginError};
+pub use config::{parse_settings, yaml_bool, PluginContext, PluginError};
 pub use event::{BrokerHandle, BrokerStats, Event, Interests};
 /// Re-exported for [`register_plugin!`], so that a plugin crate does not need its own dependency.
 pub use inventory;

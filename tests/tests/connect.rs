@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use amqtt_tests::raw::{encode, field, frame};
 use amqtt_tests::*;
+use bytes::Bytes;
 
 /// A raw MQTT 3.1.1 CONNECT with the given connect flags, keep-alive 60 and `payload` (client
 /// id and whatever the flags announce), for flag combinations the encoder would not produce.
@@ -344,21 +345,42 @@ async fn connack_session_present_on_takeover() {
     broker.stop();
 }
 
+/// `auth` that lets in only user `u` with password `secret` (a sha512-crypt hash made with
+/// `openssl passwd -6`), from a password file that lives as long as the returned handle.
+fn only_user_u() -> (tempfile::NamedTempFile, String) {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    let hash = "$6$s4ltS4lt$9uHOi55laf.sEEL.nTAfniTJjMMs7SDbYU5h7LVlO0kOSmOWxbm5Xz5q3kpep0HjBmO3KiwhbIAtD0zuw5Z8w0";
+    std::fs::write(file.path(), format!("u:{hash}\n")).expect("write the password file");
+    let yaml = format!("auth:\n  allow-anonymous: false\n  password-file: {}\n", file.path().display());
+    (file, yaml)
+}
+
+fn credentials(connect: Connect, username: &'static str, password: &'static [u8]) -> Connect {
+    Connect {
+        username: Some(ByteString::from_static(username)),
+        password: Some(Bytes::from_static(password)),
+        ..connect
+    }
+}
+
 /// `auth: {allow-anonymous: false}`: a CONNECT without a user name gets CONNACK 0x05 (not
-/// authorized) with session present 0 [MQTT-3.2.2-4] and is closed [MQTT-3.2.2-5]; with a user
-/// name it is accepted.
+/// authorized) with session present 0 [MQTT-3.2.2-4] and is closed [MQTT-3.2.2-5]; so does a
+/// user name that no plugin vouches for (aMQTT would let it in: see the README); a user of the
+/// password file with the right password is accepted.
 #[tokio::test]
 async fn anonymous_refused_when_not_allowed() {
-    let broker = start_broker_with("auth:\n  allow-anonymous: false\n");
+    let (_passwd, auth) = only_user_u();
+    let broker = start_broker_with(&auth);
     let mut client = TestClient::connect_raw(addr(&broker)).await;
     client.send(connect_packet("anon", false)).await;
     expect_refused(&mut client, ConnectReturnCode::NotAuthorized).await;
 
-    let (mut client, connack) = TestClient::connect_with(
-        addr(&broker),
-        Connect { username: Some(ByteString::from_static("alice")), ..connect_packet("named", true) },
-    )
-    .await;
+    let mut client = TestClient::connect_raw(addr(&broker)).await;
+    client.send(Connect { username: Some(ByteString::from_static("alice")), ..connect_packet("named", true) }).await;
+    expect_refused(&mut client, ConnectReturnCode::NotAuthorized).await;
+
+    let (mut client, connack) =
+        TestClient::connect_with(addr(&broker), credentials(connect_packet("named", true), "u", b"secret")).await;
     assert_eq!(connack, ConnAck { session_present: false, code: ConnectReturnCode::Accepted });
     client.ping().await;
     broker.stop();
@@ -372,9 +394,10 @@ async fn anonymous_refused_when_not_allowed() {
 /// in the same write as the CONNECT is not routed, for each kind of refusal.
 #[tokio::test]
 async fn nothing_processed_after_a_refused_connect() {
-    let broker = start_broker_with("auth:\n  allow-anonymous: false\n");
+    let (_passwd, auth) = only_user_u();
+    let broker = start_broker_with(&auth);
     let a = addr(&broker);
-    let user = |connect: Connect| Connect { username: Some(ByteString::from_static("u")), ..connect };
+    let user = |connect: Connect| credentials(connect, "u", b"secret");
     let (mut sub, _) = TestClient::connect_with(a, user(connect_packet("refused-sub", true))).await;
     assert_eq!(
         sub.subscribe(&[("refused/#", QoS::AtLeastOnce)]).await,

@@ -18,9 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use amqtt_plugin_api::Event;
 use amqtt_protocol::{ByteString, Publish, QoS, SubscribeFilter, SubscribeReturnCode};
 use tracing::{debug, info, warn};
 
+use crate::plugins::PluginHost;
 use crate::session::{Deliver, Resume, Routed, Session, SessionState, SubscribeDone, TakeOver, UnsubscribeDone};
 use crate::stats::Stats;
 use retained::RetainedStore;
@@ -85,6 +87,8 @@ impl Client {
 pub struct Router {
     settings: RouterSettings,
     stats: Arc<Stats>,
+    /// For the subscription and retained-message events plugins may want.
+    plugins: Arc<PluginHost>,
     /// Boxed, so the table's spare capacity costs a pointer per slot, not a whole client.
     clients: Vec<Option<Box<Client>>>,
     free_slots: Vec<Slot>,
@@ -98,10 +102,11 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(settings: RouterSettings, stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(settings: RouterSettings, stats: Arc<Stats>, plugins: Arc<PluginHost>) -> Self {
         Router {
             settings,
             stats,
+            plugins,
             clients: Vec::new(),
             free_slots: Vec::new(),
             by_id: HashMap::new(),
@@ -146,6 +151,7 @@ impl Router {
             for filter in client.filters.keys() {
                 self.tree.remove(filter, slot);
             }
+            self.stats.set_subscriptions(self.tree.len());
             self.by_id.remove(&client.id);
             self.free_slots.push(slot);
         }
@@ -157,6 +163,7 @@ impl Router {
         for filter in filters.keys() {
             self.tree.remove(filter, slot);
         }
+        self.stats.set_subscriptions(self.tree.len());
     }
 
     /// Matches one message and queues its deliveries. Returns whether `publisher` should pause
@@ -164,6 +171,14 @@ impl Router {
     fn route(&mut self, publish: Publish, publisher: Option<&Addr<Session>>) -> bool {
         let mut hold_back = false;
         if publish.retain {
+            if self.plugins.events().interests().retained {
+                let topic = publish.topic.to_string();
+                self.plugins.emit(if publish.payload.is_empty() {
+                    Event::RetainedCleared { topic }
+                } else {
+                    Event::RetainedSet { topic, payload: publish.payload.clone() }
+                });
+            }
             self.retained.set(publish.clone());
             self.stats.set_retained(self.retained.len());
         }
@@ -353,6 +368,8 @@ pub struct Subscribe {
     pub generation: u64,
     pub pkid: u16,
     pub filters: Vec<SubscribeFilter>,
+    /// Filters the topic-check plugins refused, by position (empty: none): answered 0x80.
+    pub refused: Vec<bool>,
 }
 
 impl Handler<Subscribe> for Router {
@@ -366,8 +383,13 @@ impl Handler<Subscribe> for Router {
         let limit = self.settings.max_subscriptions_per_client;
         let mut codes = Vec::with_capacity(msg.filters.len());
         let mut retained = Vec::new();
-        for SubscribeFilter { filter, qos } in msg.filters {
+        let events = self.plugins.events().interests().subscriptions;
+        for (index, SubscribeFilter { filter, qos }) in msg.filters.into_iter().enumerate() {
             let Some(client) = self.client_mut(slot) else { return };
+            if msg.refused.get(index) == Some(&true) {
+                codes.push(SubscribeReturnCode::Failure);
+                continue;
+            }
             let known = client.filters.contains_key(&filter);
             if !known && limit != 0 && client.filters.len() >= limit {
                 warn!(client_id = %client.id, %filter, limit, "subscription refused: max-subscriptions-per-client reached");
@@ -375,8 +397,13 @@ impl Handler<Subscribe> for Router {
                 continue;
             }
             client.filters.insert(filter.clone(), qos);
+            if events {
+                let client_id = client.id.to_string();
+                self.plugins.emit(Event::Subscribed { client_id, filter: filter.to_string(), qos: qos.into() });
+            }
             // A new subscription to an existing filter replaces it [MQTT-3.8.4-3].
             self.tree.insert(&filter, slot, qos);
+            self.stats.set_subscriptions(self.tree.len());
             codes.push(SubscribeReturnCode::Success(qos));
             // Retained messages go to every matching new subscription, re-subscriptions
             // included, with RETAIN set [MQTT-3.3.1-6, MQTT-3.3.1-8].
@@ -415,9 +442,15 @@ impl Handler<Unsubscribe> for Router {
     fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Self::Context) {
         let Some(slot) = self.current_slot(&msg.client_id, msg.generation) else { return };
         for filter in &msg.filters {
-            let removed = self.client_mut(slot).is_some_and(|c| c.filters.remove(filter).is_some());
-            if removed {
+            let events = self.plugins.events().interests().subscriptions;
+            let Some(client) = self.client_mut(slot) else { return };
+            if client.filters.remove(filter).is_some() {
+                if events {
+                    let client_id = client.id.to_string();
+                    self.plugins.emit(Event::Unsubscribed { client_id, filter: filter.to_string() });
+                }
                 self.tree.remove(filter, slot);
+                self.stats.set_subscriptions(self.tree.len());
             }
         }
         // UNSUBACK is due even when no filter matched a subscription [MQTT-3.10.4-5].

@@ -40,11 +40,26 @@ impl Node {
 #[derive(Debug, Default)]
 pub struct SubscriptionTree {
     root: Node,
+    /// Subscriptions held, one per client and filter (for `$SYS/broker/messages/subscriptions/count`).
+    len: usize,
 }
 
 impl SubscriptionTree {
+    /// Subscriptions held, one per client and filter.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// Adds or replaces `slot`'s subscription to `filter`. Returns true if it replaced one.
     pub fn insert(&mut self, filter: &str, slot: Slot, qos: QoS) -> bool {
+        let replaced = self.insert_at(filter, slot, qos);
+        if !replaced {
+            self.len += 1;
+        }
+        replaced
+    }
+
+    fn insert_at(&mut self, filter: &str, slot: Slot, qos: QoS) -> bool {
         let mut node = &mut self.root;
         for level in filter.split('/') {
             if level == "#" {
@@ -63,7 +78,11 @@ impl SubscriptionTree {
     /// are pruned so the tree does not keep the shape of every filter ever used.
     pub fn remove(&mut self, filter: &str, slot: Slot) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
-        remove_at(&mut self.root, &levels, slot)
+        let removed = remove_at(&mut self.root, &levels, slot);
+        if removed {
+            self.len -= 1;
+        }
+        removed
     }
 
     /// Appends every subscription matching `topic` to `out` (a client may appear more than once
@@ -200,12 +219,18 @@ mod tests {
         assert!(!t.insert("a/+/c", 1, QoS::AtMostOnce));
         assert!(t.insert("a/+/c", 1, QoS::ExactlyOnce));
         assert_eq!(matched(&t, "a/b/c"), vec![(1, QoS::ExactlyOnce)]);
+        assert_eq!(t.len(), 1, "a replaced subscription is still one");
         assert!(t.remove("a/+/c", 1));
         assert!(!t.remove("a/+/c", 1));
         assert!(t.root.is_empty());
+        assert_eq!(t.len(), 0);
         t.insert("a/#", 2, QoS::AtMostOnce);
+        t.insert("a/#", 3, QoS::AtMostOnce);
+        assert_eq!(t.len(), 2, "one per client and filter");
         assert!(t.remove("a/#", 2));
+        assert!(t.remove("a/#", 3));
         assert!(t.root.is_empty());
+        assert_eq!(t.len(), 0);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tracing::error;
 
 use super::reader::ReadGate;
 use super::Session;
-use crate::stats::Stats;
+use crate::stats::{self, Stats};
 
 pub type BoxedWriter = Box<dyn AsyncWrite + Unpin>;
 
@@ -75,9 +75,12 @@ impl Connection {
     }
 
     pub fn write(&mut self, packet: &Packet) {
-        if let Err(error) = packet.write(&mut self.buf) {
+        let before = self.buf.len();
+        match packet.write(&mut self.buf) {
+            // Tallied on this thread; the session adds it to the shared counters when it flushes.
+            Ok(()) => stats::count_sent(self.buf.len() - before, matches!(packet, Packet::Publish(_))),
             // Everything written was decoded or built within protocol limits; this is a bug.
-            error!(%error, packet = %packet.packet_type(), "cannot encode packet; not sent");
+            Err(error) => error!(%error, packet = %packet.packet_type(), "cannot encode packet; not sent"),
         }
     }
 
@@ -142,5 +145,7 @@ impl Connection {
         if self.counted_as_connected {
             stats.client_disconnected();
         }
+        // What this connection's last wake-ups tallied is counted before it goes.
+        stats.publish_local();
     }
 }

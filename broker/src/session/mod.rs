@@ -12,21 +12,26 @@ mod outbound;
 mod reader;
 
 use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use amqtt_plugin_api::{Action, ClientInfo, Event};
 use amqtt_protocol::{
     frame_len, ByteString, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet, PubAck, PubComp, PubRec,
-    PubRel, Publish, QoS, SubAck, SubscribeReturnCode, UnsubAck,
+    PubRel, Publish, QoS, SubAck, Subscribe, SubscribeReturnCode, UnsubAck,
 };
 use bytes::Bytes;
+use futures_util::FutureExt;
 use tracing::{debug, warn, Span};
 
+use crate::plugins::{AuthOutcome, PluginHost};
 use crate::router::{self, Registered, Router};
 use crate::stats::Stats;
 use connection::Connection;
@@ -53,7 +58,6 @@ pub struct SessionSettings {
     pub max_packet_size: usize,
     pub max_inflight_messages: usize,
     pub max_queued_messages: usize,
-    pub allow_anonymous: bool,
 }
 
 /// What every session of a broker shares.
@@ -61,6 +65,7 @@ pub struct SessionShared {
     pub settings: SessionSettings,
     pub router: Addr<Router>,
     pub stats: Arc<Stats>,
+    pub(crate) plugins: Arc<PluginHost>,
 }
 
 /// The state of a persistent session that moves from one connection's actor to the next.
@@ -151,12 +156,30 @@ struct ClientIdentity {
 /// broker's memory grow, its messages wait in the bounded queue instead.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 
+/// Packet types (the high nibble of the first byte) that change the client's subscriptions.
+const SUBSCRIBE_TYPE: u8 = 8;
+const UNSUBSCRIBE_TYPE: u8 = 10;
+
 /// Longest a publisher is paused for one congested subscriber before it reads again.
 const MAX_PAUSE: Duration = Duration::from_millis(500);
 /// Batches a publisher may have waiting at the router before it stops reading from its client.
 /// With PUBACK/PUBREC sent only once a batch is routed, this bounds how far a client's
 /// acknowledged messages can run ahead of routing, and so the router's mailbox.
 const MAX_ROUTES_IN_FLIGHT: u8 = 4;
+
+/// The answer of the topic-check plugins about a batch: `None` when nothing is checked (every
+/// item allowed), else one `bool` per item.
+enum Checked {
+    Done(Option<Vec<bool>>),
+    Waiting(Pin<Box<dyn Future<Output = Vec<bool>>>>),
+}
+
+fn keep_allowed<T>(items: Vec<T>, allowed: Option<Vec<bool>>) -> Vec<T> {
+    match allowed {
+        None => items,
+        Some(allowed) => items.into_iter().zip(allowed).filter_map(|(item, ok)| ok.then_some(item)).collect(),
+    }
+}
 
 /// An acknowledgement owed for a received PUBLISH, written once the message is routed.
 #[derive(Debug, Clone, Copy)]
@@ -207,6 +230,9 @@ pub struct Session {
     /// What publishing needs while messages of this client are on their way through the
     /// router; boxed and dropped when nothing is, so a quiet client does not pay for it.
     publishing: Option<Box<Publishing>>,
+    /// Who the client is, as plugins see it: kept after CONNECT only while topic checks or
+    /// client events need it, so that it costs nothing otherwise.
+    plugin_client: Option<Arc<ClientInfo>>,
 }
 
 /// The publishing side of a session while it has messages in the router's hands.
@@ -279,6 +305,7 @@ impl Session {
                 congested: false,
                 drained: 0,
                 publishing: None,
+                plugin_client: None,
                 shared,
             }
         });
@@ -305,6 +332,15 @@ impl Session {
                 // A CONNECT is being registered: nothing after it is handled before CONNACK.
                 self.deferred = Some(Box::new(frames));
                 break;
+            }
+            if matches!(frames[0] >> 4, SUBSCRIBE_TYPE | UNSUBSCRIBE_TYPE) {
+                // Messages this read brought in before a (UN)SUBSCRIBE are routed before it, so
+                // the change does not overtake them.
+                self.route_pending(ctx);
+                if ctx.waiting() {
+                    self.deferred = Some(Box::new(frames));
+                    break;
+                }
             }
             let len = match frame_len(&frames, usize::MAX) {
                 Ok(Some(len)) => len,
@@ -358,7 +394,9 @@ impl Session {
             }
             Packet::PubRel(PubRel { pkid }) => {
                 if let Some(awaiting) = &mut self.awaiting_pubrel {
-                    awaiting.remove(&pkid);
+                    if awaiting.remove(&pkid) {
+                        crate::stats::inflight_in_changed(-1);
+                    }
                     if awaiting.is_empty() {
                         self.awaiting_pubrel = None;
                     }
@@ -371,12 +409,7 @@ impl Session {
                 }
                 self.pump();
             }
-            Packet::Subscribe(subscribe) => self.shared.router.do_send(router::Subscribe {
-                client_id: self.client_id.clone(),
-                generation: client.generation,
-                pkid: subscribe.pkid,
-                filters: subscribe.filters,
-            }),
+            Packet::Subscribe(subscribe) => self.on_subscribe(client.generation, subscribe, ctx),
             Packet::Unsubscribe(unsubscribe) => self.shared.router.do_send(router::Unsubscribe {
                 client_id: self.client_id.clone(),
                 generation: client.generation,
@@ -414,17 +447,79 @@ impl Session {
             // as long as the session lives.
             ByteString::from(&*connect.client_id)
         };
-        if connect.username.is_none() && !self.settings().allow_anonymous {
-            return Err(self.refuse(ConnectReturnCode::NotAuthorized));
-        }
         self.client_id = client_id.clone();
         if connect.keep_alive > 0 {
             let timeout =
                 Duration::from_millis(u64::from(connect.keep_alive) * 1500) + self.settings().keep_alive_grace;
             self.keep_alive_timeout_ms = NonZeroU32::new(u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX));
         }
-        self.will = connect.will.map(Box::new);
-        let clean_session = connect.clean_session;
+        let client = Arc::new(ClientInfo {
+            client_id: client_id.to_string(),
+            username: connect.username.as_deref().map(str::to_string),
+            peer: self.peer,
+            cert_subject: None,
+            clean_session: connect.clean_session,
+        });
+        let plugins = self.shared.plugins.clone();
+        let authenticated = plugins.authenticate(client.clone(), connect.password);
+        // A will is a publish like any other: refused at CONNECT if its topic may not be used.
+        let will_topic =
+            connect.will.as_ref().filter(|_| plugins.topic_checks_enabled()).map(|will| will.topic.to_string());
+        let checked_client = client.clone();
+        let decision = async move {
+            match (authenticated.await, will_topic) {
+                (AuthOutcome::Accepted, Some(topic)) => {
+                    let allowed = plugins.check_topics(checked_client, vec![topic], Action::Publish).await;
+                    if allowed == [true] {
+                        AuthOutcome::Accepted
+                    } else {
+                        AuthOutcome::NotAuthorized
+                    }
+                }
+                (outcome, _) => outcome,
+            }
+        };
+        // A plugin that never answers must not hold the connection forever.
+        let mut decision = Box::pin(tokio::time::timeout(self.settings().connect_timeout, decision));
+        let (will, clean_session) = (connect.will, connect.clean_session);
+        match (&mut decision).now_or_never() {
+            Some(outcome) => self.on_authenticated(outcome.ok(), client, will, clean_session, ctx),
+            None => {
+                ctx.wait(decision.into_actor(self).map(move |outcome, act, ctx| {
+                    let _entered = act.span().entered();
+                    if let Err(reason) = act.on_authenticated(outcome.ok(), client, will, clean_session, ctx) {
+                        act.close(ctx, reason);
+                    }
+                }));
+                Ok(())
+            }
+        }
+    }
+
+    /// Goes on with a CONNECT once the plugins have answered (`None`: not in time).
+    fn on_authenticated(
+        &mut self,
+        outcome: Option<AuthOutcome>,
+        client: Arc<ClientInfo>,
+        will: Option<LastWill>,
+        clean_session: bool,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Close> {
+        match outcome {
+            Some(AuthOutcome::Accepted) => {}
+            Some(AuthOutcome::BadCredentials) => return Err(self.refuse(ConnectReturnCode::BadUserNameOrPassword)),
+            Some(AuthOutcome::NotAuthorized) => return Err(self.refuse(ConnectReturnCode::NotAuthorized)),
+            None => {
+                conn_event!(warn, self, "auth plugins did not answer within the connect timeout: refusing");
+                return Err(self.refuse(ConnectReturnCode::ServerUnavailable));
+            }
+        }
+        self.will = will.map(Box::new);
+        let plugins = &self.shared.plugins;
+        if plugins.topic_checks_enabled() || plugins.events().interests().clients {
+            self.plugin_client = Some(client);
+        }
+        let client_id = self.client_id.clone();
         let register = router::Register { client_id, clean_session, session: ctx.address() };
         // `wait` holds back the mailbox and the socket until the router has answered, so the
         // resumed state is installed before anything newer is handled.
@@ -471,6 +566,9 @@ impl Session {
             queued = self.outbound.queued_len(),
             "client connected"
         );
+        if let Some(client) = self.plugin_client.as_ref().filter(|_| self.shared.plugins.events().interests().clients) {
+            self.shared.plugins.emit(Event::ClientConnected { client: client.clone() });
+        }
         if let Some(timeout) = self.keep_alive_timeout() {
             self.check_keep_alive(timeout, ctx);
         }
@@ -497,6 +595,7 @@ impl Session {
                     debug!(pkid = publish.pkid, "QoS 2 PUBLISH re-sent before PUBREL: not routed again");
                     return;
                 }
+                crate::stats::inflight_in_changed(1);
             }
         }
         publish.dup = false;
@@ -542,8 +641,79 @@ impl Session {
         }
         let acks = std::mem::take(&mut publishing.acks_in_batch);
         publishing.routes_in_flight = publishing.routes_in_flight.saturating_add(1);
-        self.shared.router.do_send(router::Route { from: Some(ctx.address()), acks, batch });
         self.update_gate();
+        match self.topic_check(&batch, |publish| &publish.topic, Action::Publish) {
+            // A refused message is acknowledged like any other, and not routed.
+            Checked::Done(allowed) => self.send_route(keep_allowed(batch, allowed), acks, ctx),
+            Checked::Waiting(check) => {
+                ctx.wait(check.into_actor(self).map(move |allowed, act, ctx| {
+                    act.send_route(keep_allowed(batch, Some(allowed)), acks, ctx);
+                }));
+            }
+        }
+    }
+
+    fn send_route(&mut self, batch: Vec<Publish>, acks: u32, ctx: &mut Context<Self>) {
+        let plugins = &self.shared.plugins;
+        if plugins.events().interests().messages {
+            for publish in &batch {
+                plugins.emit(Event::MessageReceived {
+                    client_id: self.client_id.to_string(),
+                    topic: publish.topic.to_string(),
+                    payload: publish.payload.clone(),
+                    qos: publish.qos.into(),
+                    retain: publish.retain,
+                });
+            }
+        }
+        self.shared.router.do_send(router::Route { from: Some(ctx.address()), acks, batch });
+    }
+
+    /// Asks the topic-check plugins about `items` when topic checks are enabled. Plugins that
+    /// answer without waiting (the built-in ones) are answered here and now; only a plugin that
+    /// really waits makes the session wait, in order, for its answer.
+    fn topic_check<T>(&self, items: &[T], topic: impl Fn(&T) -> &str, action: Action) -> Checked {
+        let Some(client) = self.plugin_client.as_ref().filter(|_| self.shared.plugins.topic_checks_enabled()) else {
+            return Checked::Done(None);
+        };
+        if items.is_empty() {
+            return Checked::Done(None);
+        }
+        let topics = items.iter().map(|item| topic(item).to_string()).collect();
+        let mut check = Box::pin(self.shared.plugins.check_topics(client.clone(), topics, action));
+        match (&mut check).now_or_never() {
+            Some(allowed) => Checked::Done(Some(allowed)),
+            None => Checked::Waiting(check),
+        }
+    }
+
+    fn on_subscribe(&mut self, generation: u64, subscribe: Subscribe, ctx: &mut Context<Self>) {
+        let checked = self.topic_check(&subscribe.filters, |filter| &filter.filter, Action::Subscribe);
+        let send = move |act: &mut Session, refused: Option<Vec<bool>>| {
+            let refused: Vec<bool> =
+                refused.map(|allowed| allowed.into_iter().map(|ok| !ok).collect()).unwrap_or_default();
+            if refused.contains(&true) {
+                conn_event!(
+                    info,
+                    act,
+                    refused = refused.iter().filter(|r| **r).count(),
+                    "subscription refused by topic check"
+                );
+            }
+            act.shared.router.do_send(router::Subscribe {
+                client_id: act.client_id.clone(),
+                generation,
+                pkid: subscribe.pkid,
+                filters: subscribe.filters,
+                refused,
+            });
+        };
+        match checked {
+            Checked::Done(allowed) => send(self, allowed),
+            Checked::Waiting(check) => {
+                ctx.wait(check.into_actor(self).map(move |allowed, act, _ctx| send(act, Some(allowed))));
+            }
+        }
     }
 
     /// Reads from the client only while the router keeps up with it and no subscriber of its
@@ -633,6 +803,9 @@ impl Session {
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
+        // Every handler ends here: what it tallied for the statistics is shared now, connected
+        // or not (a parked session queues too).
+        self.shared.stats.publish_local();
         let Some(conn) = &mut self.conn else { return };
         let Some(write) = conn.start_flush() else { return };
         ctx.spawn(write.into_actor(self).map(|done, act, ctx| {
@@ -687,6 +860,13 @@ impl Session {
             }
             Close::ServerUnavailable => conn_event!(warn, self, "router unavailable: closing the connection"),
         }
+        if self.client.is_some() {
+            if let Some(client) =
+                self.plugin_client.as_ref().filter(|_| self.shared.plugins.events().interests().clients)
+            {
+                self.shared.plugins.emit(Event::ClientDisconnected { client: client.clone() });
+            }
+        }
         let will = self.will.take();
         if reason.publishes_will() && self.client.is_some() {
             if let Some(will) = will.map(|will| *will) {
@@ -734,6 +914,9 @@ impl Session {
         match &self.client {
             Some(client) if !client.clean_session => {
                 let dropped = self.outbound.discard_queued_qos0();
+                // Until a TakeOver (see there): `$SYS/broker/clients/disconnected`.
+                self.shared.stats.session_parked();
+                self.shared.stats.publish_local();
                 debug!(
                     inflight = self.outbound.inflight_len(),
                     queued = self.outbound.queued_len(),
@@ -793,6 +976,15 @@ impl Actor for Session {
         });
         self.connect_timer = timer;
     }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Messages still held (not handed over) leave the in-flight and queued gauges now.
+        if let Some(awaiting) = self.awaiting_pubrel.take() {
+            crate::stats::inflight_in_changed(-(awaiting.len() as i64));
+        }
+        self.outbound = Outbound::new(1, 0);
+        self.shared.stats.publish_local();
+    }
 }
 
 impl StreamHandler<Result<Bytes, ReadError>> for Session {
@@ -821,6 +1013,20 @@ impl Handler<Deliver> for Session {
 
     fn handle(&mut self, Deliver(batch): Deliver, ctx: &mut Self::Context) {
         let _entered = self.span().entered();
+        // Refused deliveries are left out for this subscriber only.
+        match self.topic_check(&batch, |publish| &publish.topic, Action::Receive) {
+            Checked::Done(allowed) => self.enqueue(keep_allowed(batch, allowed), ctx),
+            Checked::Waiting(check) => {
+                ctx.wait(check.into_actor(self).map(move |allowed, act, ctx| {
+                    act.enqueue(keep_allowed(batch, Some(allowed)), ctx);
+                }));
+            }
+        }
+    }
+}
+
+impl Session {
+    fn enqueue(&mut self, batch: Vec<Publish>, ctx: &mut Context<Self>) {
         let online = self.conn.is_some();
         for publish in batch {
             // An offline session keeps QoS 1 and 2 messages only [MQTT-3.1.2-5].
@@ -911,6 +1117,10 @@ impl Handler<TakeOver> for Session {
 
     fn handle(&mut self, msg: TakeOver, ctx: &mut Self::Context) -> Self::Result {
         let _entered = self.span().entered();
+        if self.conn.is_none() && self.client.as_ref().is_some_and(|client| !client.clean_session) {
+            // Counted when it was parked (see `park_or_stop`).
+            self.shared.stats.session_unparked();
+        }
         self.close(ctx, Close::TakenOver);
         // The router already points the client id at the new connection.
         self.client = None;

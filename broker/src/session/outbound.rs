@@ -2,11 +2,16 @@
 //! messages awaiting acknowledgement, and the bounded queue behind it.
 //!
 //! Pure state, no I/O, so that it can be handed from one connection to the next when a
-//! persistent session is resumed, and tested on its own.
+//! persistent session is resumed, and tested on its own. Every change of its size is tallied
+//! for the broker's in-flight and queued gauges (`crate::stats::outbound_changed`, a
+//! thread-local addition), including when it is dropped, so the gauges follow it wherever it
+//! moves.
 
 use std::collections::VecDeque;
 
 use amqtt_protocol::{Packet, PubRel, Publish, QoS};
+
+use crate::stats::outbound_changed;
 
 /// What a message sent to the client waits for next in its QoS flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +73,7 @@ impl Outbound {
     pub fn enqueue(&mut self, publish: Publish) -> Option<Dropped> {
         if self.queue.len() < self.max_queued as usize {
             self.queue.push_back(publish);
+            outbound_changed(0, 1);
             return None;
         }
         match self.queue.iter().position(|p| p.qos == QoS::AtMostOnce) {
@@ -85,7 +91,11 @@ impl Outbound {
     pub fn discard_queued_qos0(&mut self) -> usize {
         let before = self.queue.len();
         self.queue.retain(|p| p.qos != QoS::AtMostOnce);
-        before - self.queue.len()
+        let discarded = before - self.queue.len();
+        if discarded > 0 {
+            outbound_changed(0, -(discarded as i64));
+        }
+        discarded
     }
 
     /// Takes the next queued message that may be written now, giving QoS 1/2 messages a packet
@@ -95,6 +105,7 @@ impl Outbound {
     pub fn next_to_send(&mut self) -> Option<Publish> {
         let front = self.queue.front()?;
         if front.qos == QoS::AtMostOnce {
+            outbound_changed(0, -1);
             return self.queue.pop_front();
         }
         if self.inflight.len() >= self.max_inflight as usize {
@@ -104,6 +115,7 @@ impl Outbound {
         publish.pkid = self.allocate_pkid();
         let stage = if publish.qos == QoS::AtLeastOnce { Awaiting::Ack } else { Awaiting::Received };
         self.inflight.push_back(InFlight { publish: publish.clone(), stage });
+        outbound_changed(1, -1);
         Some(publish)
     }
 
@@ -147,6 +159,7 @@ impl Outbound {
         match self.inflight.iter().position(|m| m.publish.pkid == pkid && m.stage == stage) {
             Some(index) => {
                 self.inflight.remove(index);
+                outbound_changed(-1, 0);
                 true
             }
             None => false,
@@ -162,6 +175,14 @@ impl Outbound {
             if !self.inflight.iter().any(|m| m.publish.pkid == candidate) {
                 return candidate;
             }
+        }
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        if !self.inflight.is_empty() || !self.queue.is_empty() {
+            outbound_changed(-(self.inflight.len() as i64), -(self.queue.len() as i64));
         }
     }
 }
@@ -250,5 +271,38 @@ mod tests {
         assert_eq!(o.next_to_send().unwrap().pkid, 1);
         o.enqueue(msg("t", QoS::AtLeastOnce));
         assert!(o.next_to_send().is_none(), "window of 3 is full");
+    }
+
+    #[test]
+    fn gauges_follow_every_change_and_the_drop() {
+        use crate::stats::local_outbound;
+        let start = local_outbound();
+        let moved = |o: &Outbound| (o.inflight_len() as i64, o.queued_len() as i64);
+        let tallied = || {
+            let now = local_outbound();
+            (now.0 - start.0, now.1 - start.1)
+        };
+        let mut o = Outbound::new(2, 4);
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtMostOnce, QoS::AtLeastOnce] {
+            o.enqueue(msg("t", qos));
+        }
+        o.enqueue(msg("over", QoS::AtLeastOnce)); // replaces the QoS 0 one
+        o.enqueue(msg("refused", QoS::AtLeastOnce));
+        assert_eq!(tallied(), moved(&o));
+        let a = o.next_to_send().unwrap();
+        let b = o.next_to_send().unwrap();
+        assert_eq!(tallied(), moved(&o));
+        assert_eq!(tallied(), (2, 2));
+        assert!(o.puback(a.pkid) && o.pubrec(b.pkid));
+        assert_eq!(tallied(), (1, 2));
+        o.enqueue(msg("q0", QoS::AtMostOnce));
+        o.next_to_send();
+        o.discard_queued_qos0();
+        assert_eq!(tallied(), moved(&o));
+        let handed_over = std::mem::replace(&mut o, Outbound::new(1, 0));
+        assert_eq!(tallied(), moved(&handed_over), "a move changes nothing");
+        drop(handed_over);
+        drop(o);
+        assert_eq!(tallied(), (0, 0));
     }
 }

@@ -22,6 +22,8 @@ use futures_util::Stream;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
+use crate::stats;
+
 /// Stack buffer for the first read after a quiet spell: most control packets and small
 /// publishes fit, and nothing stays allocated while the client is silent.
 const PROBE: usize = 512;
@@ -63,6 +65,15 @@ impl ReadGate {
     }
 }
 
+/// Whole packets at the start of the read buffer, counted for the broker's statistics on the
+/// way (the walk over their headers is needed anyway).
+#[derive(Debug, Default, Clone, Copy)]
+struct Prefix {
+    len: usize,
+    packets: usize,
+    publishes: usize,
+}
+
 pub struct FrameReader<R> {
     io: R,
     buf: BytesMut,
@@ -86,13 +97,16 @@ impl<R> FrameReader<R> {
         }
     }
 
-    /// Length of the longest prefix of the buffer made of whole packets.
-    fn complete_prefix(&self) -> Result<usize, DecodeError> {
-        let mut end = 0;
-        while let Some(len) = frame_len(&self.buf[end..], self.max_packet_size)? {
-            end += len;
+    /// The longest prefix of the buffer made of whole packets.
+    fn complete_prefix(&self) -> Result<Prefix, DecodeError> {
+        let mut prefix = Prefix::default();
+        while let Some(len) = frame_len(&self.buf[prefix.len..], self.max_packet_size)? {
+            // PUBLISH is packet type 3, in the high nibble of the first byte.
+            prefix.publishes += usize::from(self.buf[prefix.len] >> 4 == 3);
+            prefix.packets += 1;
+            prefix.len += len;
         }
-        Ok(end)
+        Ok(prefix)
     }
 }
 
@@ -115,8 +129,9 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
                 Ok(complete) => complete,
                 Err(error) => return this.fail(error.into()),
             };
-            if complete > 0 && !more {
-                let frames = this.buf.split_to(complete).freeze();
+            if complete.len > 0 && !more {
+                stats::count_received(complete.len, complete.packets, complete.publishes);
+                let frames = this.buf.split_to(complete.len).freeze();
                 if this.buf.is_empty() {
                     // Let the allocation go with the frames, which the session drops once handled.
                     this.buf = BytesMut::new();

@@ -44,6 +44,22 @@ pub fn start_broker_on(bind: &str, extra: &str) -> RunningBroker {
     Broker::new(config).workers(2).start().expect("broker must start")
 }
 
+/// `auth` YAML that lets in only the users of a password file holding `lines` (`user:hash`),
+/// written to a fresh temporary file.
+pub fn password_auth(lines: &[&str]) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("amqtt-client-test-{}-{n}.passwd", std::process::id()));
+    std::fs::write(&path, lines.join("\n")).expect("write the password file");
+    format!("auth:\n  allow-anonymous: false\n  password-file: {}\n", path.display())
+}
+
+/// sha512-crypt (`openssl passwd -6`) hashes, quick to verify, for [`password_auth`].
+pub const HASH_OF_P_COLON_SS: &str =
+    "$6$s4ltS4lt$XaMzSAvey7yV.Ej0dkuTPoHmDMDXqYlJmgRU1vIao5Q6O6k.0ShTLVCJRPE51NPRptQhCmLKe40O/Rkws4/i.0";
+pub const HASH_OF_CFG_PASS: &str =
+    "$6$s4ltS4lt$25GG/DkCxw5Oy4EK5oXaNX2M87MTjcmWQDVKTr56xTUdFEBoAVR7P.ee2/5Td4pbnQYcgOZj3vhU6.9JrTNR10";
+
 pub fn url_of(broker: &RunningBroker) -> String {
     format!("mqtt://{}", broker.listeners()[0].addr)
 }

@@ -1,0 +1,74 @@
+//! The `auth_file` plugin: lets in the users of a password file who give their password.
+//!
+//! Answers, per aMQTT's FileAuthPlugin and the broker's chain rules:
+//! no username, or a user not in the file: no opinion (another plugin may know them);
+//! a user in the file without a password or with a wrong one: deny; the right one: allow.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use amqtt_plugin_api::{async_trait, Answer, AuthPlugin, ClientInfo, Plugin, PluginContext, PluginError};
+
+use crate::password_file::Users;
+use crate::settings::Settings;
+use crate::verifier::Verifier;
+
+pub struct FileAuth {
+    users: Arc<Users>,
+    /// The password file, for logs; `None` when none is configured.
+    path: Option<PathBuf>,
+    verifier: Verifier,
+}
+
+impl FileAuth {
+    /// The plugin for an already loaded set of users (embedding and tests).
+    pub fn with_users(users: Users, verifier: Verifier) -> FileAuth {
+        FileAuth { users: Arc::new(users), path: None, verifier }
+    }
+}
+
+impl Plugin for FileAuth {
+    type Settings = Settings;
+
+    fn new(settings: Settings, context: &PluginContext) -> Result<Self, PluginError> {
+        let Some(path) = settings.password_file else {
+            tracing::warn!(
+                "{} is enabled without a password file (`password-file` in the auth section): it lets nobody in",
+                context.plugin_name
+            );
+            return Ok(FileAuth::with_users(Users::default(), Verifier::per_core()));
+        };
+        let path = context.resolve_path(path);
+        let users = Users::load(&path).map_err(|error| PluginError::Failed(error.to_string()))?;
+        tracing::info!("{} user(s) loaded from {}", users.len(), path.display());
+        Ok(FileAuth { users: Arc::new(users), path: Some(path), verifier: Verifier::per_core() })
+    }
+}
+
+#[async_trait]
+impl AuthPlugin for FileAuth {
+    async fn authenticate(&self, client: &ClientInfo, password: Option<&[u8]>) -> Answer {
+        let Some(username) = client.username.as_deref() else { return Answer::NoOpinion };
+        let Some(hash) = self.users.get(username) else {
+            tracing::debug!(client_id = %client.client_id, "user {username:?} is not in the password file");
+            return Answer::NoOpinion;
+        };
+        let Some(password) = password else {
+            tracing::debug!(client_id = %client.client_id, "user {username:?} gave no password");
+            return Answer::Deny;
+        };
+        if self.verifier.verify(hash.clone(), password.to_vec()).await {
+            tracing::debug!(client_id = %client.client_id, "user {username:?} authenticated ({})", hash.format());
+            Answer::Allow
+        } else {
+            tracing::debug!(client_id = %client.client_id, "wrong password for user {username:?}");
+            Answer::Deny
+        }
+    }
+}
+
+impl std::fmt::Debug for FileAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileAuth").field("path", &self.path).field("users", &self.users.len()).finish()
+    }
+}
