@@ -2,6 +2,7 @@
 //! over real sockets, configured through `topic-check:` and through aMQTT 0.12's `plugins:`.
 
 use amqtt_tests::*;
+// Links the plugin into this test even before the broker names it among its built-ins.
 
 /// Every client is let in (auth), and topic-check decides what each may do. `carol` and `dave`
 /// share one list through a YAML anchor: `%u` makes it mean "your own tree" for each.
