@@ -191,8 +191,30 @@ impl Action {
 /// Generates the entry point of a `.so` plugin. The kind is `auth` or `topic_check`; the name is
 /// what the YAML enables it by.
 ///
-/// ```ignore
-/// export_plugin!(auth, "auth_hmac", HmacAuth);
+/// ```
+/// use amqtt_plugin_api::*;
+///
+/// struct Nobody;
+///
+/// impl Plugin for Nobody {
+///     type Settings = serde::de::IgnoredAny;
+///     fn new(_: Self::Settings, _: &PluginContext) -> Result<Self, PluginError> {
+///         Ok(Nobody)
+///     }
+/// }
+///
+/// #[async_trait]
+/// impl TopicCheckPlugin for Nobody {
+///     async fn check(&self, _: &ClientInfo, _: &str, _: Action) -> Answer {
+///         Answer::Deny
+///     }
+/// }
+///
+/// export_plugin!(topic_check, "nobody", Nobody);
+/// # fn main() {
+/// let descriptor = unsafe { &*amqtt_plugin_entry() };
+/// assert_eq!(descriptor.kind, abi::KIND_TOPIC_CHECK);
+/// # }
 /// ```
 #[macro_export]
 macro_rules! export_plugin {

@@ -123,9 +123,30 @@ pub trait EventPlugin: Send + Sync + 'static {
 /// Registers a plugin type under a name (and optional aliases) with the broker that links its
 /// crate. The kind is `auth`, `topic_check` or `event`.
 ///
-/// ```ignore
-/// register_plugin!(auth, "auth_anonymous", AnonymousAuth);
-/// register_plugin!(event, "broker_sys", SysTopics, aliases = ["sys_topics"]);
+/// ```
+/// use amqtt_plugin_api::*;
+///
+/// /// Lets in the user `root` only.
+/// struct RootOnly;
+///
+/// impl Plugin for RootOnly {
+///     type Settings = serde::de::IgnoredAny;
+///     fn new(_: Self::Settings, _: &PluginContext) -> Result<Self, PluginError> {
+///         Ok(RootOnly)
+///     }
+/// }
+///
+/// #[async_trait]
+/// impl AuthPlugin for RootOnly {
+///     async fn authenticate(&self, client: &ClientInfo, _password: Option<&[u8]>) -> Answer {
+///         if client.username.as_deref() == Some("root") { Answer::Allow } else { Answer::NoOpinion }
+///     }
+/// }
+///
+/// register_plugin!(auth, "root_only", RootOnly, aliases = ["my.python.RootOnlyPlugin"]);
+/// # fn main() {
+/// assert!(registrations().any(|r| r.answers_to("my.python.RootOnlyPlugin")));
+/// # }
 /// ```
 ///
 /// A binary sees the registrations of the crates it links; a crate nothing refers to may be left

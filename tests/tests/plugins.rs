@@ -240,7 +240,7 @@ async fn a_will_to_a_refused_topic_refuses_the_connect() {
 /// cleared, unsubscribed, disconnected.
 #[tokio::test]
 async fn event_plugins_hear_what_happens_in_order() {
-    let broker = start_broker_with("");
+    let broker = start_broker_with("plugins: [auth_anonymous, test_recorder]\n");
     let (mut client, _) = TestClient::connect_accepted(addr(&broker), user("ev-1", "eve")).await;
     client.subscribe(&[("ev/#", QoS::AtLeastOnce)]).await;
     client.publish("ev/a", b"hello", QoS::AtLeastOnce, true).await;

@@ -228,3 +228,76 @@ async fn interval_zero_publishes_only_the_version() {
     let (mut publisher, _) = TestClient::connect(addr(&silent), "publisher", true).await;
     assert_nothing_before_marker(&mut publisher, &mut quiet, "marker").await;
 }
+
+/// Encoded size of `packet`.
+fn size(packet: impl Into<Packet>) -> u64 {
+    let mut buf = bytes::BytesMut::new();
+    packet.into().write(&mut buf).expect("test packets encode");
+    buf.len() as u64
+}
+
+/// The counters behind the statistics, to the byte: every packet each way, PUBLISH packets
+/// among them, and the in-flight gauges while a flow is open and once it is complete.
+#[tokio::test]
+async fn traffic_counters_and_gauges_are_exact() {
+    let broker = start_broker();
+    let addr = addr(&broker);
+    let (mut sub, _) = TestClient::connect(addr, "sub", true).await;
+    sub.subscribe(&[("t", QoS::AtLeastOnce)]).await;
+    assert_eq!(broker.stats().subscriptions, 1);
+    let (mut publisher, _) = TestClient::connect(addr, "pub", true).await;
+    publisher.publish("t", b"hello", QoS::AtLeastOnce, false).await;
+    let delivered = sub.recv_publish().await;
+    assert_eq!(broker.stats().inflight_out, 1, "sent, not acknowledged yet");
+    sub.ack(&delivered).await;
+    sub.ping().await;
+    assert_eq!(broker.stats().inflight_out, 0);
+
+    // A QoS 2 flow left open after PUBREC: one message in flight in.
+    publisher.send(publish_packet("q2", b"x", QoS::ExactlyOnce, false, 7)).await;
+    assert_eq!(publisher.recv().await, Packet::PubRec(PubRec { pkid: 7 }));
+    assert_eq!(broker.stats().inflight_in, 1);
+    publisher.send(PubRel { pkid: 7 }).await;
+    assert_eq!(publisher.recv().await, Packet::PubComp(PubComp { pkid: 7 }));
+    assert_eq!(broker.stats().inflight_in, 0);
+
+    sub.unsubscribe(&["t"]).await;
+    assert_eq!(broker.stats().subscriptions, 0);
+    sub.disconnect().await;
+    publisher.disconnect().await;
+
+    let connack = || ConnAck { session_present: false, code: ConnectReturnCode::Accepted };
+    let subscribe =
+        Subscribe { pkid: 1, filters: vec![SubscribeFilter { filter: ByteString::from("t"), qos: QoS::AtLeastOnce }] };
+    let suback = SubAck { pkid: 1, return_codes: vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)] };
+    let received = [
+        size(connect_packet("sub", true)),
+        size(subscribe),
+        size(connect_packet("pub", true)),
+        size(publish_packet("t", b"hello", QoS::AtLeastOnce, false, 1)),
+        size(PubAck { pkid: delivered.pkid }),
+        size(Packet::PingReq),
+        size(publish_packet("q2", b"x", QoS::ExactlyOnce, false, 7)),
+        size(PubRel { pkid: 7 }),
+        size(Unsubscribe { pkid: 2, filters: vec![ByteString::from("t")] }),
+        size(Packet::Disconnect),
+        size(Packet::Disconnect),
+    ];
+    let sent = [
+        size(connack()),
+        size(suback),
+        size(connack()),
+        size(PubAck { pkid: 1 }),
+        size(delivered.clone()),
+        size(Packet::PingResp),
+        size(PubRec { pkid: 7 }),
+        size(PubComp { pkid: 7 }),
+        size(UnsubAck { pkid: 2 }),
+    ];
+    let stats = broker.stats();
+    assert_eq!((stats.packets_received, stats.publish_received), (received.len() as u64, 2));
+    assert_eq!((stats.packets_sent, stats.publish_sent), (sent.len() as u64, 1));
+    assert_eq!((stats.bytes_received, stats.bytes_sent), (received.iter().sum(), sent.iter().sum()));
+    assert_eq!((stats.inflight_in, stats.inflight_out, stats.queued), (0, 0, 0));
+    assert_eq!((stats.clients_connected, stats.clients_maximum), (0, 2));
+}

@@ -25,6 +25,7 @@ pub use setup::PluginSetupError;
 // linker keeps them.
 use amqtt_auth_anonymous as _;
 use amqtt_auth_file as _;
+use amqtt_sys_topics as _;
 use amqtt_topic_acl as _;
 
 /// A plugin of a chain, with the name it was enabled under (for logs).

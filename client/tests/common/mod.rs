@@ -134,7 +134,20 @@ impl Mosquitto {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let port = unused_addr().await.port();
+        // The free port is released before Mosquitto binds it, so a test running beside this one
+        // may take it first: then Mosquitto exits, and another port is tried.
+        for attempt in 1..=3 {
+            let port = unused_addr().await.port();
+            match Mosquitto::start_on(port, &dir).await {
+                Ok(child) => return Some(Mosquitto { child, dir, port }),
+                Err(failure) if attempt < 3 && failure.contains("Address already in use") => continue,
+                Err(failure) => panic!("{failure}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    async fn start_on(port: u16, dir: &std::path::Path) -> Result<Child, String> {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\n"))
             .expect("write mosquitto.conf");
@@ -164,11 +177,11 @@ impl Mosquitto {
         .await;
         if running != Ok(true) {
             let status = child.try_wait();
-            panic!("mosquitto did not start on port {port} (exit status {status:?}); its log: {log:?}");
+            return Err(format!("mosquitto did not start on port {port} (exit status {status:?}); its log: {log:?}"));
         }
         // Keep draining its log so that a full pipe never blocks it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Some(Mosquitto { child, dir, port })
+        Ok(child)
     }
 
     pub fn url(&self) -> String {
