@@ -15,12 +15,15 @@ use amqtt_plugin_api::Event;
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::{error, info};
 
-use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::config::{Config, ConfigError, ListenerConfig, ListenerKind};
 use crate::listener::Listener;
 use crate::plugins::{self, BrokerApi, PluginHost, PluginSetupError};
 use crate::router::{Router, RouterSettings};
-use crate::session::{SessionSettings, SessionShared};
+use crate::session::{Limits, SessionSettings, SessionShared};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::transport::tls::TlsListener;
+use crate::transport::websocket::WebSocketListener;
+use crate::transport::TlsSetupError;
 
 /// Pending connections the kernel may hold per listener while the broker accepts.
 const LISTEN_BACKLOG: u32 = 1024;
@@ -31,6 +34,9 @@ pub enum BrokerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Plugins(#[from] PluginSetupError),
+    /// A TLS listener's certificate, key or CA files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
     #[error("listener {name}: cannot bind {addr}: {source} (is another broker running on this port?)")]
     Bind { name: String, addr: SocketAddr, source: std::io::Error },
     #[error("cannot start broker threads: {0}")]
@@ -125,6 +131,8 @@ fn run_system(config: Config, workers: usize, ready: mpsc::Sender<Result<Started
 fn start_actors(config: &Config, workers: usize, arbiters: &mut Vec<Arbiter>) -> Result<Started, BrokerError> {
     // Plugins first: a misconfigured plugin stops start-up before any port is bound.
     let (plugins, dispatcher) = plugins::setup::build_host(config)?;
+    // TLS files too: a bad certificate or key stops start-up before any port is bound.
+    let tls = config.listeners.iter().map(tls_listener).collect::<Result<Vec<_>, _>>()?;
     let sockets = config
         .listeners
         .iter()
@@ -160,16 +168,16 @@ fn start_actors(config: &Config, workers: usize, arbiters: &mut Vec<Arbiter>) ->
             connect_timeout: config.connect_timeout,
             keep_alive_grace: config.timeout_disconnect_delay,
             max_packet_size: config.max_packet_size,
-            max_inflight_messages: config.max_inflight_messages,
             max_queued_messages: config.max_queued_messages,
         },
+        limits: Limits::new(config.max_inflight_messages, config.max_queued_messages),
         router: router.clone(),
         stats: stats.clone(),
         plugins: plugins.clone(),
     });
 
     let mut listeners = Vec::with_capacity(sockets.len());
-    for (listener, socket) in sockets {
+    for ((listener, socket), tls) in sockets.into_iter().zip(tls) {
         let addr = socket.local_addr().map_err(|source| BrokerError::Bind {
             name: listener.name.clone(),
             addr: listener.bind,
@@ -177,10 +185,22 @@ fn start_actors(config: &Config, workers: usize, arbiters: &mut Vec<Arbiter>) ->
         })?;
         listeners.push(BoundListener { name: listener.name.clone(), addr });
         Listener::new(listener.name.clone(), socket, workers.clone(), sessions.clone(), listener.max_connections)
+            .with_tls(tls)
+            .with_websocket(
+                (listener.kind == ListenerKind::Ws).then(|| Arc::new(WebSocketListener::new(&listener.name))),
+            )
             .start();
     }
     plugins.emit(Event::BrokerStarted { broker: Arc::new(BrokerApi { router, stats: stats.clone() }) });
     Ok(Started { system: System::current(), listeners, stats, plugins })
+}
+
+/// The TLS side of a tcp or ws listener with `ssl: on`, its files loaded; None without TLS.
+fn tls_listener(listener: &ListenerConfig) -> Result<Option<Arc<TlsListener>>, TlsSetupError> {
+    if !listener.ssl {
+        return Ok(None);
+    }
+    TlsListener::new(listener).map(|tls| Some(Arc::new(tls)))
 }
 
 fn bind(listener: &ListenerConfig) -> Result<TcpListener, BrokerError> {

@@ -76,6 +76,35 @@ pub struct Config {
     /// Folder of the config file, for resolving relative paths; None for the
     /// built-in default.
     pub base_dir: Option<PathBuf>,
+    /// The `persistence` section; None when it is absent or `enabled` is false (the default,
+    /// as in aMQTT).
+    pub persistence: Option<PersistenceConfig>,
+    /// aMQTT 0.12's `session_expiry_interval`: a disconnected persistent session is removed
+    /// after this long. None (absent) = never.
+    pub session_expiry_interval: Option<Duration>,
+}
+
+/// Where the file named by `persistence.path` goes when the key is absent: next to the config
+/// file (in the working directory without a config file).
+pub const DEFAULT_PERSISTENCE_PATH: &str = "amqtt.redb";
+
+/// The `persistence` section, when enabled: retained messages and persistent sessions are kept
+/// in a file and survive restarts and crashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersistenceConfig {
+    /// `path`, resolved against the config file's folder.
+    pub path: PathBuf,
+    /// `sync` and `sync-interval`.
+    pub sync: PersistenceSync,
+}
+
+/// `persistence.sync`: when a commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersistenceSync {
+    /// `always`: a QoS 1/2 PUBLISH is acknowledged only once its commit is durable.
+    Always,
+    /// `periodic`: commits are synced once per `sync-interval`; a crash loses at most that much.
+    Periodic(Duration),
 }
 
 /// One listener after inheriting from `default`.
@@ -92,6 +121,12 @@ pub struct ListenerConfig {
     pub cadata: Option<String>,
     pub certfile: Option<PathBuf>,
     pub keyfile: Option<PathBuf>,
+    /// With `ssl`: a client without a certificate from the configured CAs fails the handshake
+    /// (mosquitto's `require_certificate`). Needs `cafile`, `capath` or `cadata`.
+    pub require_certificate: bool,
+    /// With `ssl`: the CN of a client's verified certificate becomes its user name, and the
+    /// certificate vouches for it in place of a password (mosquitto's option of the same name).
+    pub use_identity_as_username: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,20 +220,7 @@ impl Config {
     /// Fails with Unsupported for what this build cannot do yet, so the broker
     /// refuses to start rather than silently not serving a listener.
     pub fn check_supported(&self) -> Result<(), ConfigError> {
-        for listener in &self.listeners {
-            if listener.kind == ListenerKind::Ws {
-                return Err(ConfigError::Unsupported {
-                    path: format!("listeners.{}.type", listener.name),
-                    feature: "WebSocket listeners".to_string(),
-                });
-            }
-            if listener.ssl {
-                return Err(ConfigError::Unsupported {
-                    path: format!("listeners.{}.ssl", listener.name),
-                    feature: "TLS listeners".to_string(),
-                });
-            }
-        }
+        // Every listener kind (tcp, ws, each with or without ssl) is served today.
         Ok(())
     }
 
@@ -216,6 +238,8 @@ impl Config {
                 cadata: None,
                 certfile: None,
                 keyfile: None,
+                require_certificate: false,
+                use_identity_as_username: false,
             }],
             timeout_disconnect_delay: Duration::ZERO,
             connect_timeout: Duration::from_secs(10),
@@ -229,6 +253,8 @@ impl Config {
             plugins_dir: PathBuf::from(DEFAULT_PLUGINS_DIR),
             root: Value::Null,
             base_dir: None,
+            persistence: None,
+            session_expiry_interval: None,
         }
     }
 }
@@ -250,7 +276,7 @@ fn parse(yaml: &str, base_dir: Option<&Path>, origin: &str) -> Result<(Config, V
     }
 
     drop_non_string_keys(&mut root, "", &mut warnings);
-    for section in ["auth", "topic-check", "topic_check"] {
+    for section in ["auth", "topic-check", "topic_check", "persistence"] {
         if let Some(value) = root.get_mut(section) {
             drop_non_string_keys(value, section, &mut warnings);
         }
@@ -296,6 +322,10 @@ fn parse(yaml: &str, base_dir: Option<&Path>, origin: &str) -> Result<(Config, V
         config.plugins_dir = resolve_path(base_dir, dir);
     }
     config.plugins = top.plugins;
+    if let Some(persistence) = top.persistence {
+        config.persistence = persistence.resolve(base_dir, &mut warnings);
+    }
+    config.session_expiry_interval = top.session_expiry_interval.map(|Seconds(interval)| interval);
     config.root = root;
     Ok((config, warnings))
 }
@@ -519,6 +549,8 @@ fn build_listeners(
             cadata: merged.cadata,
             certfile: merged.certfile.map(|p| resolve_path(base_dir, p)),
             keyfile: merged.keyfile.map(|p| resolve_path(base_dir, p)),
+            require_certificate: merged.require_certificate.is_some_and(|Flag(on)| on),
+            use_identity_as_username: merged.use_identity_as_username.is_some_and(|Flag(on)| on),
         });
     }
 
@@ -563,6 +595,68 @@ struct RawTop {
     plugins: Option<Value>,
     #[serde(rename = "plugins-dir", alias = "plugins_dir")]
     plugins_dir: Option<PathBuf>,
+    persistence: Option<RawPersistence>,
+    /// aMQTT 0.12's spelling; 0 removes a persistent session as soon as it disconnects.
+    #[serde(alias = "session-expiry-interval")]
+    session_expiry_interval: Option<Seconds<true>>,
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "a mapping of persistence settings (enabled, path, sync, sync-interval)")]
+struct RawPersistence {
+    enabled: Option<Flag>,
+    path: Option<PathBuf>,
+    sync: Option<SyncKind>,
+    #[serde(rename = "sync-interval", alias = "sync_interval")]
+    sync_interval: Option<Seconds<false>>,
+}
+
+impl RawPersistence {
+    /// Checked even when disabled, so that turning it on later brings no surprise.
+    fn resolve(self, base_dir: Option<&Path>, warnings: &mut Vec<ConfigWarning>) -> Option<PersistenceConfig> {
+        let interval = self.sync_interval.map_or(Duration::from_secs(1), |Seconds(interval)| interval);
+        let sync = match self.sync.unwrap_or(SyncKind::Always) {
+            SyncKind::Always => {
+                if self.sync_interval.is_some() {
+                    warnings.push(ConfigWarning {
+                        path: "persistence.sync-interval".to_string(),
+                        message: "used only with `sync: periodic`; ignored with `sync: always`".to_string(),
+                    });
+                }
+                PersistenceSync::Always
+            }
+            SyncKind::Periodic => PersistenceSync::Periodic(interval),
+        };
+        let path = resolve_path(base_dir, self.path.unwrap_or_else(|| PathBuf::from(DEFAULT_PERSISTENCE_PATH)));
+        self.enabled.is_some_and(|Flag(on)| on).then_some(PersistenceConfig { path, sync })
+    }
+}
+
+/// `persistence.sync`.
+#[derive(Clone, Copy)]
+enum SyncKind {
+    Always,
+    Periodic,
+}
+
+impl<'de> Deserialize<'de> for SyncKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SyncVisitor;
+        impl Visitor<'_> for SyncVisitor {
+            type Value = SyncKind;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("always or periodic")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SyncKind, E> {
+                match v.to_ascii_lowercase().as_str() {
+                    "always" => Ok(SyncKind::Always),
+                    "periodic" => Ok(SyncKind::Periodic),
+                    _ => Err(E::custom(format!("unknown sync mode {v:?}, expected always or periodic"))),
+                }
+            }
+        }
+        d.deserialize_any(SyncVisitor)
+    }
 }
 
 /// The part of `auth` and `topic-check` that the broker reads itself: which plugins form the
@@ -588,6 +682,10 @@ struct RawListener {
     cadata: Option<String>,
     certfile: Option<PathBuf>,
     keyfile: Option<PathBuf>,
+    #[serde(rename = "require-certificate", alias = "require_certificate")]
+    require_certificate: Option<Flag>,
+    #[serde(rename = "use-identity-as-username", alias = "use_identity_as_username")]
+    use_identity_as_username: Option<Flag>,
 }
 
 impl RawListener {
@@ -603,6 +701,8 @@ impl RawListener {
             cadata: self.cadata.or(d.cadata),
             certfile: self.certfile.or(d.certfile),
             keyfile: self.keyfile.or(d.keyfile),
+            require_certificate: self.require_certificate.or(d.require_certificate),
+            use_identity_as_username: self.use_identity_as_username.or(d.use_identity_as_username),
         }
     }
 }
@@ -1244,7 +1344,7 @@ listeners:
   other:
     bind: 127.0.0.1:1884
     reader: some.module
-session_expiry_interval: 10
+some-future-key: 10
 auth:
   allow-anonymous: false
   extra: {nested: [1, 2]}
@@ -1257,7 +1357,7 @@ topic-check:
         assert_eq!(
             got,
             [
-                "session_expiry_interval: unknown key, ignored",
+                "some-future-key: unknown key, ignored",
                 "listeners.default.bnid: unknown key, ignored",
                 "listeners.other.reader: unknown key, ignored",
             ]
@@ -1476,6 +1576,8 @@ listeners:
     ssl: on
     certfile: /c.pem
     keyfile: /k.pem
+    require-certificate: true
+    use_identity_as_username: yes
   a:
     bind: 127.0.0.1:9001
   b:
@@ -1484,6 +1586,7 @@ listeners:
     max_connections: -1
     ssl: off
     keyfile: /other.key
+    require_certificate: false
 ";
         let (config, warnings) = load(yaml);
         assert!(warnings.is_empty());
@@ -1491,11 +1594,13 @@ listeners:
         assert_eq!((a.kind, a.max_connections, a.ssl), (ListenerKind::Ws, Some(10), true));
         assert_eq!(a.certfile.as_deref(), Some(Path::new("/c.pem")));
         assert_eq!(a.keyfile.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!((a.require_certificate, a.use_identity_as_username), (true, true));
         let b = listener(&config, "b");
         // `max_connections` overrides the default's `max-connections`: merged per key, not per spelling.
         assert_eq!((b.kind, b.max_connections, b.ssl), (ListenerKind::Tcp, None, false));
         assert_eq!(b.certfile.as_deref(), Some(Path::new("/c.pem")));
         assert_eq!(b.keyfile.as_deref(), Some(Path::new("/other.key")));
+        assert_eq!((b.require_certificate, b.use_identity_as_username), (false, true));
     }
 
     #[test]
@@ -1593,25 +1698,14 @@ listeners:
     }
 
     #[test]
-    fn check_supported_refuses_ws_and_tls_listeners() {
+    fn check_supported_accepts_ws_and_tls_listeners() {
         let (config, _) =
             load("listeners:\n  default:\n    bind: ':1883'\n  my-ws:\n    bind: ':8080'\n    type: ws\n");
-        let err = config.check_supported().unwrap_err();
-        assert!(
-            matches!(&err, ConfigError::Unsupported { path, feature } if path == "listeners.my-ws.type" && feature == "WebSocket listeners"),
-            "{err:?}"
-        );
-        assert_eq!(
-            err.to_string(),
-            "listeners.my-ws.type: not supported yet: WebSocket listeners (see the README's list of what is not implemented)"
-        );
+        assert!(config.check_supported().is_ok());
 
+        // TLS on tcp listeners is served: its files are checked when the broker starts.
         let (config, _) = load("listeners:\n  secure:\n    bind: ':8883'\n    ssl: on\n");
-        let err = config.check_supported().unwrap_err();
-        assert!(
-            matches!(&err, ConfigError::Unsupported { path, feature } if path == "listeners.secure.ssl" && feature == "TLS listeners"),
-            "{err:?}"
-        );
+        assert!(config.check_supported().is_ok());
 
         let (config, _) = load("listeners:\n  plain:\n    bind: ':1883'\n    ssl: off\n");
         assert!(config.check_supported().is_ok());
@@ -1696,6 +1790,119 @@ listeners:
         assert_eq!(w.to_string(), "listeners.default.bnid: unknown key, ignored");
         let e = ConfigError::Invalid { path: "sys_interval".into(), reason: "bad".into() };
         assert_eq!(e.to_string(), "sys_interval: bad");
+    }
+
+    #[test]
+    fn persistence_is_off_unless_enabled() {
+        let (config, warnings) = load("listeners:\n  default:\n    bind: ':1883'\n");
+        assert!(warnings.is_empty());
+        assert_eq!((config.persistence, config.session_expiry_interval), (None, None));
+        for yaml in ["persistence:\n", "persistence: {}\n", "persistence:\n  enabled: false\n  sync: periodic\n"] {
+            let (config, warnings) = load(yaml);
+            assert_eq!(config.persistence, None, "{yaml}");
+            assert!(warnings.is_empty(), "{yaml}: {warnings:?}");
+        }
+    }
+
+    #[test]
+    fn persistence_defaults_and_paths() {
+        let (config, warnings) =
+            Config::from_yaml_str("persistence:\n  enabled: yes\n", Some(Path::new("/etc/amqtt"))).unwrap();
+        assert!(warnings.is_empty());
+        let want = PersistenceConfig { path: PathBuf::from("/etc/amqtt/amqtt.redb"), sync: PersistenceSync::Always };
+        assert_eq!(config.persistence, Some(want));
+
+        let yaml = "persistence:\n  enabled: on\n  path: data/broker.redb\n  sync: Periodic\n  sync_interval: 0.25\n";
+        let (config, _) = Config::from_yaml_str(yaml, Some(Path::new("/etc/amqtt"))).unwrap();
+        let want = PersistenceConfig {
+            path: PathBuf::from("/etc/amqtt/data/broker.redb"),
+            sync: PersistenceSync::Periodic(Duration::from_millis(250)),
+        };
+        assert_eq!(config.persistence, Some(want));
+
+        // Without a config file: relative to the working directory; periodic defaults to 1 s.
+        let yaml = "persistence:\n  enabled: true\n  path: /var/lib/amqtt/x.redb\n  sync: periodic\n";
+        let (config, _) = load(yaml);
+        let want = PersistenceConfig {
+            path: PathBuf::from("/var/lib/amqtt/x.redb"),
+            sync: PersistenceSync::Periodic(Duration::from_secs(1)),
+        };
+        assert_eq!(config.persistence, Some(want));
+        let (config, _) = load("persistence:\n  enabled: true\n  sync-interval: 5\n  sync: periodic\n");
+        assert_eq!(config.persistence.unwrap().path, Path::new(DEFAULT_PERSISTENCE_PATH));
+    }
+
+    #[test]
+    fn persistence_warnings() {
+        let yaml = "persistence:\n  enabled: true\n  sync: always\n  sync-interval: 2\n  fsync: yes\n  3: x\n";
+        let (config, warnings) = load(yaml);
+        assert_eq!(config.persistence.map(|p| p.sync), Some(PersistenceSync::Always));
+        let got: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "persistence.3: unknown key, ignored",
+                "persistence.fsync: unknown key, ignored",
+                "persistence.sync-interval: used only with `sync: periodic`; ignored with `sync: always`",
+            ]
+        );
+    }
+
+    #[test]
+    fn session_expiry_interval() {
+        let (config, warnings) = load("session_expiry_interval: 3600\n");
+        assert!(warnings.is_empty());
+        assert_eq!(config.session_expiry_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(load("session-expiry-interval: 0.5\n").0.session_expiry_interval, Some(Duration::from_millis(500)));
+        assert_eq!(load("session_expiry_interval: 0\n").0.session_expiry_interval, Some(Duration::ZERO));
+        assert_eq!(load("session_expiry_interval:\n").0.session_expiry_interval, None);
+    }
+
+    #[test]
+    fn invalid_persistence_values_name_their_key() {
+        let cases = [
+            (
+                "persistence: yes",
+                "persistence",
+                "invalid type: string \"yes\", expected a mapping of persistence settings (enabled, path, sync, sync-interval)",
+            ),
+            (
+                "persistence:\n  enabled: maybe",
+                "persistence.enabled",
+                "invalid value: string \"maybe\", expected true or false (on/off and yes/no work too)",
+            ),
+            (
+                "persistence:\n  sync: sometimes",
+                "persistence.sync",
+                "unknown sync mode \"sometimes\", expected always or periodic",
+            ),
+            ("persistence:\n  sync: 1", "persistence.sync", "invalid type: integer `1`, expected always or periodic"),
+            (
+                "persistence:\n  sync-interval: 0",
+                "persistence.sync-interval",
+                "invalid value 0: use a positive number of seconds",
+            ),
+            (
+                "persistence:\n  sync_interval: -1",
+                "persistence.sync_interval",
+                "invalid value -1: use a positive number of seconds",
+            ),
+            ("persistence:\n  path: [a]", "persistence.path", "invalid type: sequence, expected path string"),
+            (
+                "session_expiry_interval: -5",
+                "session_expiry_interval",
+                "invalid value -5: use 0 or a positive number of seconds",
+            ),
+            (
+                "session_expiry_interval: soon",
+                "session_expiry_interval",
+                "invalid type: string \"soon\", expected a number of seconds",
+            ),
+        ];
+        for (yaml, want_path, want_reason) in cases {
+            let (path, reason) = invalid(yaml);
+            assert_eq!((path.as_str(), reason.as_str()), (want_path, want_reason), "for {yaml:?}");
+        }
     }
 
     fn temp_dir(tag: &str) -> PathBuf {

@@ -21,8 +21,13 @@ mod plugins;
 mod router;
 mod session;
 mod stats;
+// Persistence (issue 8): built and tested on its own; the router and sessions use it next.
+#[allow(dead_code, unused_imports)]
+mod storage;
+mod transport;
 
 pub use broker::{BoundListener, Broker, BrokerError, RunningBroker};
 pub use config::{Config, ConfigError, ConfigWarning};
 pub use plugins::PluginSetupError;
 pub use stats::StatsSnapshot;
+pub use transport::TlsSetupError;

@@ -1,5 +1,6 @@
 //! A listener: accepts connections on one bound socket and starts a session for each, spread
-//! round-robin over the worker arbiters (one per core).
+//! round-robin over the worker arbiters (one per core). On a TLS listener the worker that will
+//! own the session does the handshake first, so the listener never waits on a client.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,6 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::session::{ConnectionPermit, Session, SessionShared};
+use crate::transport::tls::TlsListener;
+use crate::transport::websocket::WebSocketListener;
 
 /// Pause after a failed accept (out of file descriptors, typically) before trying again, so the
 /// listener does not spin while the condition lasts.
@@ -29,6 +32,10 @@ pub struct Listener {
     sessions: Arc<SessionShared>,
     max_connections: Option<usize>,
     active: Arc<AtomicUsize>,
+    /// Set for `ssl: on`: every connection goes through a TLS handshake first.
+    tls: Option<Arc<TlsListener>>,
+    /// Set for `type: ws`: every connection speaks HTTP first and upgrades to WebSocket.
+    websocket: Option<Arc<WebSocketListener>>,
 }
 
 impl Listener {
@@ -47,7 +54,21 @@ impl Listener {
             sessions,
             max_connections,
             active: Arc::default(),
+            tls: None,
+            websocket: None,
         }
+    }
+
+    /// Serves TLS with `tls` (None: plain TCP).
+    pub(crate) fn with_tls(mut self, tls: Option<Arc<TlsListener>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Serves MQTT over WebSocket with `websocket` (None: MQTT right on the stream).
+    pub(crate) fn with_websocket(mut self, websocket: Option<Arc<WebSocketListener>>) -> Self {
+        self.websocket = websocket;
+        self
     }
 
     fn accept(&mut self, stream: TcpStream, peer: SocketAddr) {
@@ -75,7 +96,32 @@ impl Listener {
         let sessions = self.sessions.clone();
         let worker = &self.workers[self.next_worker % self.workers.len()];
         self.next_worker = self.next_worker.wrapping_add(1);
-        worker.spawn_fn(move || Session::start(stream, peer, sessions, permit));
+        if let Some(websocket) = self.websocket.clone() {
+            let tls = self.tls.clone();
+            // The HTTP service and the session it starts are not Send: run on the worker's own task.
+            worker.spawn_fn(move || {
+                actix_rt::spawn(websocket.serve(stream, peer, tls, sessions, permit));
+            });
+            return;
+        }
+        let Some(tls) = self.tls.clone() else {
+            worker.spawn_fn(move || Session::start(stream, peer, sessions, permit));
+            return;
+        };
+        worker.spawn(async move {
+            let tcp = match TcpStream::from_std(stream) {
+                Ok(tcp) => tcp,
+                Err(error) => {
+                    warn!(%peer, %error, "cannot register accepted socket; connection dropped");
+                    return;
+                }
+            };
+            let timeout = sessions.settings.connect_timeout;
+            if let Some((stream, identity)) = tls.handshake(tcp, peer, timeout, &sessions.stats).await {
+                let (read, write) = tokio::io::split(stream);
+                Session::start_on(read, Box::new(write), peer, identity, sessions, permit);
+            }
+        });
     }
 }
 

@@ -38,6 +38,7 @@ pub struct Stats {
     queued: AtomicI64,
     subscriptions: AtomicUsize,
     connections_refused: AtomicU64,
+    tls_handshake_failures: AtomicU64,
     messages_dropped: AtomicU64,
     protocol_errors: AtomicU64,
     publisher_pauses: AtomicU64,
@@ -62,6 +63,7 @@ impl Default for Stats {
             queued: AtomicI64::new(0),
             subscriptions: AtomicUsize::new(0),
             connections_refused: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
             messages_dropped: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             publisher_pauses: AtomicU64::new(0),
@@ -81,6 +83,10 @@ pub struct StatsSnapshot {
     pub clients_disconnected: usize,
     /// Connections closed at accept because a listener's `max-connections` was reached.
     pub connections_refused: u64,
+    /// Connections dropped because their TLS handshake failed or did not finish within
+    /// `connect-timeout` (a plaintext client on a TLS port, an unknown CA, an expired or missing
+    /// client certificate, a port probe).
+    pub tls_handshake_failures: u64,
     /// Messages to clients dropped because a session's queue was full.
     pub messages_dropped: u64,
     /// Connections closed for malformed input or a protocol violation.
@@ -114,6 +120,7 @@ impl Stats {
             clients_maximum: self.clients_maximum.load(Relaxed),
             clients_disconnected: self.sessions_parked.load(Relaxed),
             connections_refused: self.connections_refused.load(Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
             messages_dropped: self.messages_dropped.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
             publisher_pauses: self.publisher_pauses.load(Relaxed),
@@ -202,6 +209,10 @@ impl Stats {
 
     pub(crate) fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn message_dropped(&self) {

@@ -338,12 +338,34 @@ fn missing_config_file_fails_naming_the_file() {
     assert_eq!(message.matches(&cause).count(), 1, "the cause ({cause}) is printed once: {message}");
 }
 
+/// A ws listener upgrades a WebSocket request offering `mqtt`, and the broker still stops cleanly
+/// on SIGTERM with the connection open.
 #[test]
-fn websocket_listener_is_refused_as_not_supported_yet() {
+fn websocket_listener_upgrades_and_stops_on_sigterm() {
     let config = ConfigFile::new("listeners:\n  default:\n    type: ws\n    bind: 127.0.0.1:0\n");
-    let stderr = Amqtt::spawn(&["-c", config.path()]).expect_failure();
-    assert!(stderr.contains("listeners.default.type"), "error must name the key path:\n{stderr}");
-    assert!(stderr.contains("not supported yet"), "error must say ws is not supported yet:\n{stderr}");
+    let mut amqtt = Amqtt::spawn(&["-c", config.path()]);
+    let addr = amqtt.listening_addr();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(
+            b"GET /mqtt HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Protocol: mqtt\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).expect("no upgrade response"), 1, "closed: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("sec-websocket-protocol: mqtt\r\n"), "{head}");
+    amqtt.signal("TERM");
+    let (status, _, stderr) = amqtt.wait_exit(SHUTDOWN);
+    assert!(status.success(), "{status}:\n{stderr}");
 }
 
 /// Without -d there is no debug output; with -d a client connecting is logged at debug level.

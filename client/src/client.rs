@@ -15,7 +15,8 @@ use tracing::Instrument;
 
 use crate::driver::{Command, Driver, Settings, Status};
 use crate::session::{Reply, SessionState};
-use crate::url::{parse_url, Scheme};
+use crate::transport::Connector;
+use crate::url::{parse_url, redact_password};
 use crate::{ClientConfig, ClientError, Message};
 
 /// Messages received and not yet taken by `deliver_message`. When it is full the driver stops
@@ -129,9 +130,18 @@ impl MqttClient {
         *self.inner.status.borrow() == Status::Connected
     }
 
-    /// Connects to `url` (`[mqtt|ws][s]://[user][:password]@host[:port]`; an empty string
-    /// means `connection.uri` from the config, else `mqtt://127.0.0.1:1883`) and returns whether
-    /// the broker still had a session for this client id.
+    /// Connects to `url` (`[mqtt|ws][s]://[user][:password]@host[:port][/path]`; an empty
+    /// string means `connection.uri` from the config, else `mqtt://127.0.0.1:1883`) and returns
+    /// whether the broker still had a session for this client id.
+    ///
+    /// `mqtts://` (port 8883 by default) and `wss://` (443) use TLS as set by the config's
+    /// `connection` (CA and client certificates), `check_hostname` and `verify_cert`; `ws://`
+    /// (80) and `wss://` send MQTT in WebSocket binary frames, with subprotocol `mqtt`, the URL's
+    /// path (`ws://host:8080/mqtt`) and `extra_headers` in the upgrade request. Certificate
+    /// and key files are read here, once: a bad one fails at once with
+    /// [`ClientError::TlsSetup`]. A certificate the client does not trust (or the broker does
+    /// not) fails with [`ClientError::Tls`], a refused upgrade with
+    /// [`ClientError::WebSocket`]; neither is retried.
     ///
     /// With `auto_reconnect` a failed attempt is retried `reconnect_retries` times (see
     /// [`ClientConfig`]); a refusal (CONNACK with an error code) is not. Credentials in the URL
@@ -144,9 +154,7 @@ impl MqttClient {
             url => url,
         };
         let broker = parse_url(url)?;
-        if broker.scheme != Scheme::Mqtt {
-            return Err(ClientError::NotSupportedYet { scheme: broker.scheme.to_string() });
-        }
+        let connector = Connector::new(&broker, config)?;
         let (username, password) = if broker.username.is_some() || broker.password.is_some() {
             (broker.username.clone(), broker.password.clone())
         } else {
@@ -170,8 +178,9 @@ impl MqttClient {
             let settings = Arc::new(Settings {
                 client_id: self.inner.client_id.clone(),
                 config: config.clone(),
-                url: url.to_string(),
-                broker,
+                // For logs and errors only: never the password.
+                url: redact_password(url),
+                connector,
                 username,
                 password,
             });
@@ -391,16 +400,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unsupported_schemes_and_invalid_topics() {
-        let client = MqttClient::new(None, ClientConfig::default());
-        for (url, scheme) in [("mqtts://h", "mqtts"), ("ws://h", "ws"), ("wss://h:1/mqtt", "wss")] {
+    async fn bad_tls_files_and_invalid_topics() {
+        let config = ClientConfig {
+            connection: crate::ConnectionConfig { cafile: Some("/nonexistent/ca.pem".into()), ..Default::default() },
+            ..ClientConfig::default()
+        };
+        let client = MqttClient::new(None, config);
+        for url in ["mqtts://h", "wss://h:1/mqtt"] {
             match client.connect(url).await {
-                Err(error @ ClientError::NotSupportedYet { .. }) => {
-                    assert_eq!(error.to_string(), format!("{scheme}:// is not supported yet (use mqtt://)"))
+                Err(error @ ClientError::TlsSetup { .. }) => {
+                    let message = error.to_string();
+                    assert!(
+                        message.starts_with("CA file (connection.cafile, --ca-file) /nonexistent/ca.pem: cannot read"),
+                        "{message}"
+                    )
                 }
                 other => panic!("{url}: {other:?}"),
             }
         }
+        // Without TLS the CA file is not read.
+        let client = MqttClient::new(None, ClientConfig { auto_reconnect: false, ..client.config().clone() });
+        assert!(matches!(client.connect("ws://127.0.0.1:1").await, Err(ClientError::Unreachable { .. })));
         assert!(matches!(client.connect("nope").await, Err(ClientError::InvalidUrl { .. })));
         assert!(matches!(client.publish("a/+", "x", None, None).await, Err(ClientError::Protocol(_))));
         assert!(matches!(client.subscribe(&[]).await, Err(ClientError::Protocol(_))));

@@ -43,12 +43,23 @@ pub struct ClientConfig {
     pub topics: HashMap<String, TopicConfig>,
     /// The will message the broker publishes if this client goes away without DISCONNECT.
     pub will: Option<WillConfig>,
-    /// Where to connect and the TLS material (TLS arrives with the transports).
+    /// Where to connect and the TLS material (`mqtts://`, `wss://`).
     pub connection: ConnectionConfig,
-    /// TLS: check that the broker's certificate names the host. Default true.
+    /// TLS: check that the broker's certificate names the host of the URL (a DNS name or an IP
+    /// address in its subject alternative names). Default true. Off, any certificate signed by
+    /// a trusted CA is accepted, whatever host it was made for (mosquitto_pub's `--insecure`).
     pub check_hostname: bool,
-    /// TLS: check the broker's certificate at all. Default true.
+    /// TLS: verify the broker's certificate at all. Default true. Off, any certificate is
+    /// accepted, self-signed, expired or made for another host (so `check_hostname` does not
+    /// matter): the connection is encrypted but the broker is not authenticated, and each
+    /// connection logs a warning saying so. aMQTT refuses `verify_cert: false` unless
+    /// `check_hostname: false` too; here it implies it.
     pub verify_cert: bool,
+    /// WebSocket (`ws://`, `wss://`): HTTP headers added to the upgrade request, e.g.
+    /// `Authorization`; one given here replaces a generated one of the same name. aMQTT passes
+    /// them to `connect()` (`additional_headers`) and `--extra-headers`; the YAML key
+    /// `extra_headers` (a mapping) is this crate's addition. Ignored by other schemes.
+    pub extra_headers: Vec<(String, String)>,
     /// Credentials used when the URL has none.
     pub username: Option<String>,
     pub password: Option<String>,
@@ -71,6 +82,7 @@ impl Default for ClientConfig {
             connection: ConnectionConfig::default(),
             check_hostname: true,
             verify_cert: true,
+            extra_headers: Vec::new(),
             username: None,
             password: None,
         }
@@ -98,15 +110,18 @@ pub struct WillConfig {
 pub struct ConnectionConfig {
     /// Broker URL used by `connect("")`.
     pub uri: Option<String>,
-    /// CA certificates (PEM file) to verify the broker.
+    /// TLS: PEM file of the CA certificates trusted to sign the broker's certificate.
+    /// `cafile`, `capath` and `cadata` add up; when none is given the system's CA certificates
+    /// are trusted (`/etc/ssl/certs`, or `SSL_CERT_FILE` / `SSL_CERT_DIR`).
     pub cafile: Option<PathBuf>,
-    /// Directory of CA certificates.
+    /// TLS: directory of PEM CA certificate files (OpenSSL's `c_rehash` layout works; every
+    /// file holding certificates is read).
     pub capath: Option<PathBuf>,
-    /// CA certificates as PEM text.
+    /// TLS: CA certificates as PEM text.
     pub cadata: Option<String>,
-    /// Client certificate (PEM), with `keyfile`.
+    /// TLS: client certificate chain (PEM), with `keyfile`, for brokers that require one.
     pub certfile: Option<PathBuf>,
-    /// Client private key (PEM), with `certfile`.
+    /// TLS: private key of `certfile` (PEM: PKCS#8, PKCS#1 or SEC1).
     pub keyfile: Option<PathBuf>,
 }
 
@@ -149,6 +164,7 @@ impl ClientConfig {
                 "connection_timeout" => config.connection_timeout = Some(seconds(value, path)?),
                 "check_hostname" => config.check_hostname = boolean(value, path)?,
                 "verify_cert" => config.verify_cert = boolean(value, path)?,
+                "extra_headers" | "additional_headers" => config.extra_headers = headers(value, path)?,
                 "username" => config.username = Some(string(value, path)?),
                 "password" => config.password = Some(string(value, path)?),
                 "topics" => config.topics = topics(value, path)?,
@@ -266,6 +282,20 @@ fn will(value: &Value, path: &str) -> Result<WillConfig, String> {
     Ok(will)
 }
 
+/// A mapping of header names to values; a number or boolean value is taken as its text.
+fn headers(value: &Value, path: &str) -> Result<Vec<(String, String)>, String> {
+    let mut headers = Vec::new();
+    for (key, value) in entries(mapping(value, path)?, path)? {
+        let name = key[path.len() + 1..].to_string();
+        let value = match value {
+            Value::Bool(b) => b.to_string(),
+            _ => string(value, &key).map_err(|_| format!("{key}: a header value must be text, not {}", show(value)))?,
+        };
+        headers.push((name, value));
+    }
+    Ok(headers)
+}
+
 fn connection(value: &Value, path: &str) -> Result<ConnectionConfig, String> {
     let mut connection = ConnectionConfig::default();
     for (key, value) in entries(mapping(value, path)?, path)? {
@@ -359,6 +389,35 @@ some_future_key: 1
         );
         assert_eq!(config.connection.uri.as_deref(), Some("mqtt://user:pw@localhost:1884"));
         assert_eq!(config.connection.cafile.as_deref(), Some(Path::new("/etc/ca.pem")));
+    }
+
+    #[test]
+    fn tls_keys_and_extra_headers() {
+        let yaml = "\
+check_hostname: false
+connection:
+  uri: wss://broker/mqtt
+  capath: /etc/ssl/certs
+  cadata: \"-----BEGIN CERTIFICATE-----\"
+  certfile: me.pem
+  keyfile: me.key
+extra_headers:
+  Authorization: Bearer abc
+  X-Count: 3
+  X-Flag: true
+";
+        let config = ClientConfig::from_yaml_str(yaml).expect("loads");
+        assert!(!config.check_hostname && config.verify_cert);
+        assert_eq!(config.connection.capath.as_deref(), Some(Path::new("/etc/ssl/certs")));
+        assert_eq!(config.connection.cadata.as_deref(), Some("-----BEGIN CERTIFICATE-----"));
+        assert_eq!(config.connection.certfile.as_deref(), Some(Path::new("me.pem")));
+        assert_eq!(config.connection.keyfile.as_deref(), Some(Path::new("me.key")));
+        let headers: Vec<(&str, &str)> = config.extra_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(headers, [("Authorization", "Bearer abc"), ("X-Count", "3"), ("X-Flag", "true")]);
+        match ClientConfig::from_yaml_str("extra_headers:\n  A: [1]\n") {
+            Err(ClientError::Config { reason, .. }) => assert!(reason.starts_with("extra_headers.A:"), "{reason}"),
+            other => panic!("must fail, got {other:?}"),
+        }
     }
 
     #[test]

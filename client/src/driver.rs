@@ -19,15 +19,14 @@ use amqtt_protocol::{
     Subscribe, SubscribeFilter, SubscribeReturnCode, Unsubscribe, MAX_REMAINING_LENGTH,
 };
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tracing::{debug, error, info, warn};
 
 use crate::session::{Outgoing, Reply, Request, SessionState, Undelivered};
-use crate::url::BrokerUrl;
+use crate::transport::{ConnectError, Connector, Transport};
 use crate::{ClientConfig, ClientError, Message};
 
 /// QoS 1/2 publishes in flight at once; more wait in order. Large enough to fill a fast link,
@@ -38,7 +37,8 @@ pub(crate) const INFLIGHT_WINDOW: usize = 64;
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Filters per SUBSCRIBE when re-subscribing after a reconnection.
 const RESUBSCRIBE_BATCH: usize = 100;
-/// How long the CONNACK may take when `connection_timeout` is not set (aMQTT's default).
+/// How long the TLS / WebSocket handshakes, and then the CONNACK, may each take when
+/// `connection_timeout` is not set (aMQTT's default).
 const DEFAULT_CONNACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `disconnect()` waits for what is buffered (DISCONNECT included) to be written.
 const DISCONNECT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +94,8 @@ pub(crate) struct Settings {
     pub config: Arc<ClientConfig>,
     /// The URL as given, for messages.
     pub url: String,
-    pub broker: BrokerUrl,
+    /// Opens the stream under MQTT (TCP, TLS, WebSocket).
+    pub connector: Connector,
     pub username: Option<String>,
     pub password: Option<String>,
 }
@@ -124,11 +125,22 @@ enum AttemptError {
     /// Worth another attempt.
     Retry(io::Error),
     Refused(ConnectReturnCode),
+    /// Another attempt would fail the same way (an untrusted certificate, say).
+    Fatal(ClientError),
+}
+
+impl From<ConnectError> for AttemptError {
+    fn from(error: ConnectError) -> Self {
+        match error {
+            ConnectError::Retry(error) => AttemptError::Retry(error),
+            ConnectError::Fatal(error) => AttemptError::Fatal(error),
+        }
+    }
 }
 
 /// An established MQTT connection: CONNACK received.
 struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     /// Bytes read after the CONNACK (the broker may send queued messages right behind it).
     rbuf: BytesMut,
     session_present: bool,
@@ -257,6 +269,7 @@ impl Driver {
             match self.wait_or_stop(attempt(&settings)).await.map_err(Failure::Stopped)? {
                 Ok(connection) => return Ok(connection),
                 Err(AttemptError::Refused(code)) => return Err(Failure::Error(ClientError::Refused(code))),
+                Err(AttemptError::Fatal(error)) => return Err(Failure::Error(error)),
                 Err(AttemptError::Retry(source)) => {
                     warn!(attempt = attempts, error = %source, url = %settings.url, "connection attempt failed");
                     if max_attempts.is_some_and(|max| attempts >= max) {
@@ -286,10 +299,37 @@ impl Driver {
         }
     }
 
-    /// Serves one connection until it ends.
+    /// Serves one connection until it ends. TCP is split without a lock and needs no flush;
+    /// a TLS or WebSocket stream is split behind a lock and flushed after each write (a TLS
+    /// record or WebSocket frame may wait inside it until then).
     async fn serve(&mut self, connection: Connection) -> End {
-        let Connection { mut stream, mut rbuf, session_present } = connection;
-        let (mut reader, mut writer) = stream.split();
+        let Connection { stream, rbuf, session_present } = connection;
+        match stream {
+            Transport::Tcp(mut tcp) => {
+                let (reader, writer) = tcp.split();
+                self.serve_on(reader, writer, false, rbuf, session_present).await
+            }
+            Transport::Layered(stream) => {
+                let (reader, writer) = tokio::io::split(stream);
+                self.serve_on(reader, writer, true, rbuf, session_present).await
+            }
+        }
+    }
+
+    async fn serve_on<R, W>(
+        &mut self,
+        mut reader: R,
+        mut writer: W,
+        flush_writes: bool,
+        mut rbuf: BytesMut,
+        session_present: bool,
+    ) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        // Written and not flushed yet (only with `flush_writes`).
+        let mut unflushed = false;
         let mut wbuf = BytesMut::with_capacity(4096);
         self.ping_sent = None;
         self.resume(session_present, &mut wbuf);
@@ -360,9 +400,13 @@ impl Driver {
                         return self.close(end, &mut writer, &mut wbuf).await;
                     }
                 }
-                written = writer.write_buf(&mut wbuf), if !wbuf.is_empty() => match written {
-                    Ok(0) => return End::Lost("the connection closed while writing".into()),
-                    Ok(_) => last_write = Instant::now(),
+                written = write_or_flush(&mut writer, &mut wbuf), if !wbuf.is_empty() || unflushed => match written {
+                    Ok(Some(0)) => return End::Lost("the connection closed while writing".into()),
+                    Ok(Some(_)) => {
+                        last_write = Instant::now();
+                        unflushed = flush_writes;
+                    }
+                    Ok(None) => unflushed = false,
                     Err(error) => return End::Lost(format!("write failed: {error}")),
                 },
                 () = sleep_until(deadline), if deadline.is_some() => {
@@ -704,6 +748,15 @@ fn try_encode(packet: &Packet, wbuf: &mut BytesMut) -> Result<(), ClientError> {
     packet.write(wbuf).map_err(|error| ClientError::Protocol(format!("cannot send {}: {error}", packet.packet_type())))
 }
 
+/// Writes what `wbuf` holds (`Some(bytes written)`), or flushes once it is empty (`None`).
+async fn write_or_flush<W: AsyncWrite + Unpin>(writer: &mut W, wbuf: &mut BytesMut) -> io::Result<Option<usize>> {
+    if wbuf.is_empty() {
+        writer.flush().await.map(|()| None)
+    } else {
+        writer.write_buf(wbuf).await.map(Some)
+    }
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -711,20 +764,14 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// One connection attempt: TCP, CONNECT, CONNACK, each bounded by `connection_timeout`.
+/// One connection attempt: TCP (then TLS, WebSocket), CONNECT, CONNACK, each bounded by
+/// `connection_timeout`.
 async fn attempt(settings: &Settings) -> Result<Connection, AttemptError> {
     let config = &settings.config;
     let timed_out =
         |what: &str| AttemptError::Retry(io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out")));
-    let tcp = TcpStream::connect((settings.broker.host.as_str(), settings.broker.port));
-    let mut stream = match config.connection_timeout {
-        Some(limit) => tokio::time::timeout(limit, tcp).await.map_err(|_| timed_out("TCP connect"))?,
-        None => tcp.await,
-    }
-    .map_err(AttemptError::Retry)?;
-    // MQTT packets are small and latency matters more than segment count; the driver batches
-    // its writes itself.
-    stream.set_nodelay(true).map_err(AttemptError::Retry)?;
+    let limit = config.connection_timeout.unwrap_or(DEFAULT_CONNACK_TIMEOUT);
+    let mut stream = settings.connector.connect(config.connection_timeout, limit).await?;
 
     let connect = amqtt_protocol::Connect {
         protocol_name: ByteString::from_static(amqtt_protocol::PROTOCOL_NAME),
@@ -748,6 +795,7 @@ async fn attempt(settings: &Settings) -> Result<Connection, AttemptError> {
 
     let handshake = async {
         stream.write_all_buf(&mut wbuf).await?;
+        stream.flush().await?;
         let mut codec = MqttCodec::default();
         let mut rbuf = BytesMut::with_capacity(4096);
         loop {
@@ -768,11 +816,10 @@ async fn attempt(settings: &Settings) -> Result<Connection, AttemptError> {
             }
         }
     };
-    let limit = config.connection_timeout.unwrap_or(DEFAULT_CONNACK_TIMEOUT);
     let (connack, rbuf) = tokio::time::timeout(limit, handshake)
         .await
         .map_err(|_| timed_out("waiting for CONNACK"))?
-        .map_err(AttemptError::Retry)?;
+        .map_err(|error| AttemptError::from(settings.connector.classify(error)))?;
     if connack.code != ConnectReturnCode::Accepted {
         return Err(AttemptError::Refused(connack.code));
     }

@@ -17,9 +17,20 @@ pub enum ClientError {
     /// The broker URL does not follow `[mqtt|ws][s]://[user][:password]@host[:port]`.
     #[error("invalid broker URL {url:?}: {reason} (expected [mqtt|ws][s]://[user][:password]@host[:port])")]
     InvalidUrl { url: String, reason: String },
-    /// A scheme this build cannot connect with yet (TLS and WebSocket transports).
-    #[error("{scheme}:// is not supported yet (use mqtt://)")]
-    NotSupportedYet { scheme: String },
+    /// TLS could not be set up before connecting: a CA, certificate or key file (or `cadata`)
+    /// is missing, unreadable or holds no usable PEM data. `source_name` names the file or the
+    /// setting; not retried.
+    #[error("{source_name}: {reason}")]
+    TlsSetup { source_name: String, reason: String },
+    /// The TLS handshake failed in a way another attempt cannot fix: the broker's certificate
+    /// is not trusted, not valid for the host or expired, or the broker refused ours. The reason
+    /// says what to change. Not retried.
+    #[error("TLS connection to {url} failed: {reason}")]
+    Tls { url: String, reason: String },
+    /// The server did not accept the WebSocket upgrade (an HTTP error status, or no `mqtt`
+    /// subprotocol). Not retried.
+    #[error("WebSocket connection to {url} failed: {reason}")]
+    WebSocket { url: String, reason: String },
     /// The call needs a connection: `connect` was not called, or `disconnect` was.
     #[error("not connected: call connect() first")]
     NotConnected,

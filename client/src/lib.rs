@@ -6,8 +6,9 @@
 //!   and restores its subscriptions (see [`MqttClient`]).
 //! - [`ClientConfig`]: aMQTT's client settings and defaults, also loaded from aMQTT's client
 //!   YAML ([`ClientConfig::load`]).
-//! - [`parse_url`]: `[mqtt|ws][s]://[user][:password]@host[:port]`. Only `mqtt://` connects
-//!   for now; TLS and WebSocket arrive with the transports.
+//! - [`parse_url`]: `[mqtt|ws][s]://[user][:password]@host[:port][/path]`: MQTT over TCP,
+//!   TLS (`mqtts://`, mutual TLS with a client certificate), WebSocket (`ws://`) and WebSocket
+//!   over TLS (`wss://`), with the same behaviour (reconnection included) on each.
 //!
 //! Internally each connected client is one tokio task (the connection driver) that owns the
 //! socket and the session state; the handles send it commands. See DESIGN.md, section Client.
@@ -20,6 +21,7 @@ mod config;
 mod driver;
 mod error;
 mod session;
+mod transport;
 mod url;
 
 pub use amqtt_protocol::{ConnectReturnCode, QoS, SubscribeReturnCode};

@@ -54,12 +54,37 @@ pub struct BrokerUrl {
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// The path and query of the WebSocket request (`ws://host:8080/mqtt?x=1` gives
+    /// `/mqtt?x=1`), `/` when the URL has none. Ignored by `mqtt://` and `mqtts://` (aMQTT's own
+    /// examples write `mqtt://host:1883/`). A fragment is dropped.
+    pub path: String,
 }
 
-/// Parses a broker URL. A path, query or fragment after the authority is accepted and ignored
-/// (aMQTT's own examples write `mqtt://host:1883/`); WebSocket paths arrive with the transports.
+impl Scheme {
+    /// Whether the scheme runs TLS under MQTT (or under the WebSocket).
+    pub fn is_tls(self) -> bool {
+        matches!(self, Scheme::Mqtts | Scheme::Wss)
+    }
+
+    /// Whether the scheme carries MQTT in WebSocket frames.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Scheme::Ws | Scheme::Wss)
+    }
+}
+
+/// `url` with the password, if it has one, replaced by `***`: the form that logs and error
+/// messages show.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let Some((userinfo, hostport)) = authority.rsplit_once('@') else { return url.to_string() };
+    let Some((user, _password)) = userinfo.split_once(':') else { return url.to_string() };
+    format!("{scheme}://{user}:***@{hostport}{}", &rest[authority.len()..])
+}
+
+/// Parses a broker URL.
 pub fn parse_url(url: &str) -> Result<BrokerUrl, ClientError> {
-    let invalid = |reason: &str| ClientError::InvalidUrl { url: url.to_string(), reason: reason.to_string() };
+    let invalid = |reason: &str| ClientError::InvalidUrl { url: redact_password(url), reason: reason.to_string() };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("missing scheme"))?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "mqtt" => Scheme::Mqtt,
@@ -69,6 +94,16 @@ pub fn parse_url(url: &str) -> Result<BrokerUrl, ClientError> {
         _ => return Err(invalid(&format!("unknown scheme {scheme:?}"))),
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let path = rest[authority.len()..].split('#').next().unwrap_or_default();
+    let path = match path {
+        "" => "/".to_string(),
+        query if query.starts_with('?') => format!("/{query}"),
+        path => path.to_string(),
+    };
+    // It goes into an HTTP request line as it is.
+    if let Some(c) = path.chars().find(|c| c.is_whitespace() || c.is_control()).filter(|_| scheme.is_websocket()) {
+        return Err(invalid(&format!("{c:?} in the path: percent-encode it")));
+    }
     // The last '@' ends the credentials: a password may contain a raw '@', a host cannot.
     let (userinfo, hostport) = match authority.rsplit_once('@') {
         Some((userinfo, hostport)) => (Some(userinfo), hostport),
@@ -116,7 +151,7 @@ pub fn parse_url(url: &str) -> Result<BrokerUrl, ClientError> {
             _ => return Err(invalid(&format!("invalid port {port:?}"))),
         },
     };
-    Ok(BrokerUrl { scheme, host: host.to_string(), port, username, password })
+    Ok(BrokerUrl { scheme, host: host.to_string(), port, username, password, path })
 }
 
 /// Decodes `%XX` escapes; the result must be UTF-8 (MQTT user names are UTF-8 strings, and
@@ -141,6 +176,13 @@ fn percent_decode(s: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_password("mqtt://alice:s3cr@t@host:1883/x"), "mqtt://alice:***@host:1883/x");
+        assert_eq!(redact_password("ws://alice@host/"), "ws://alice@host/");
+        assert_eq!(redact_password("mqtts://host"), "mqtts://host");
+    }
+
     use super::*;
 
     fn parsed(url: &str) -> BrokerUrl {
@@ -167,8 +209,21 @@ mod tests {
                 port: 1884,
                 username: Some("alice".into()),
                 password: Some("s3cret".into()),
+                path: "/".into(),
             }
         );
+    }
+
+    #[test]
+    fn websocket_paths_are_kept() {
+        assert_eq!(parsed("ws://host:8080/mqtt").path, "/mqtt");
+        assert_eq!(parsed("wss://u:p@host/a/b?token=x#frag").path, "/a/b?token=x");
+        assert_eq!(parsed("ws://host?x=1").path, "/?x=1");
+        assert_eq!(parsed("ws://host").path, "/");
+        assert_eq!(parsed("ws://[::1]:9001/mqtt").path, "/mqtt");
+        assert!(matches!(parse_url("ws://host/a b"), Err(ClientError::InvalidUrl { .. })));
+        let error = parse_url("mqtt://u:s3cret@host:99999").unwrap_err().to_string();
+        assert!(!error.contains("s3cret") && error.contains("u:***@host"), "{error}");
     }
 
     #[test]

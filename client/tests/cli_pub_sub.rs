@@ -480,22 +480,6 @@ async fn config_file_gives_url_and_defaults() {
     assert_eq!((&message.payload[..], message.qos), (&b"from config"[..], QoS::AtLeastOnce));
 }
 
-/// ws://, wss:// and mqtts:// are refused with "not supported yet" (status 1), `--extra-headers`
-/// included.
-#[tokio::test]
-async fn websocket_and_tls_urls_are_not_supported_yet() {
-    for url in ["ws://127.0.0.1:1/mqtt", "wss://127.0.0.1:1", "mqtts://127.0.0.1:1"] {
-        for (program, args) in [
-            (PUB, &["--url", url, "-t", "x", "-m", "m", "--extra-headers", r#"{"X-Token": "t"}"#][..]),
-            (SUB, &["--url", url, "-t", "x"][..]),
-        ] {
-            let output = run(program, args, b"").await;
-            assert_eq!(output.status.code(), Some(1), "{program} {url}: {}", describe(&output));
-            assert!(String::from_utf8_lossy(&output.stderr).contains("not supported yet"), "{}", describe(&output));
-        }
-    }
-}
-
 /// Usage errors exit with status 1 and say what is wrong.
 #[tokio::test]
 async fn usage_errors_exit_1() {
@@ -535,6 +519,7 @@ const COMMON_FLAGS: &[&str] = &[
     "--ca-data",
     "--cert-file",
     "--key-file",
+    "--insecure",
     "--will-topic",
     "--will-message",
     "--will-qos",

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Eclipse Paho (paho-mqtt 2.x) as an interop peer for tests/tests/interop_paho.rs.
+"""Eclipse Paho (paho-mqtt 2.x) as an interop peer for tests/tests/interop_paho.rs (and, over
+WebSocket with --transport websockets, tests/tests/websocket.rs).
 
 Every mode connects with MQTT 3.1.1, prints what it sees on stdout, one line per event and
 flushed at once (the Rust test reads them as they come), and exits 0 on success, 1 when
@@ -45,7 +46,12 @@ class Peer:
             # Acknowledge in the main thread, after the message is handled: a DISCONNECT sent
             # right after the last message then follows its PUBACK/PUBCOMP on the wire.
             manual_ack=True,
+            transport=args.transport,
         )
+        if args.transport == "websockets":
+            self.client.ws_set_options(path=args.ws_path)
+        if args.cafile is not None:
+            self.client.tls_set(ca_certs=args.cafile)
         if args.username is not None:
             self.client.username_pw_set(args.username, args.password)
         self.connacks = queue.Queue()
@@ -158,6 +164,9 @@ def main():
     parser.add_argument("--no-subscribe", action="store_true", help="subscribe: only resume the session")
     parser.add_argument("--count", type=int, default=1, help="subscribe: messages to wait for")
     parser.add_argument("--username")
+    parser.add_argument("--transport", choices=["tcp", "websockets"], default="tcp")
+    parser.add_argument("--ws-path", default="/mqtt", help="websockets: the request path")
+    parser.add_argument("--cafile", help="connect with TLS, trusting this CA certificate file")
     parser.add_argument("--password")
     parser.add_argument("--timeout", type=float, default=10.0, help="bound on every wait, seconds")
     args = parser.parse_args()

@@ -16,7 +16,7 @@ pub use amqtt_broker::{Broker, Config, RunningBroker};
 pub use amqtt_protocol::*;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -93,10 +93,15 @@ pub fn text(publish: &Publish) -> &str {
     std::str::from_utf8(&publish.payload).expect("payloads in these tests are text")
 }
 
+/// Any byte stream a [`TestClient`] can speak MQTT over: TCP, or TLS or WebSocket around it.
+pub trait TestStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> TestStream for T {}
+
 /// A raw MQTT client: sends packets as given and returns what arrives, failing the test on a
 /// timeout instead of hanging.
 pub struct TestClient {
-    framed: Framed<TcpStream, MqttCodec>,
+    framed: Framed<Box<dyn TestStream>, MqttCodec>,
     next_pkid: u16,
     /// Messages delivered to this client while `publish` waited for its own acknowledgement:
     /// a client subscribed to what it publishes may get the message before the PUBACK, since
@@ -109,8 +114,14 @@ impl TestClient {
     pub async fn connect_raw(addr: SocketAddr) -> TestClient {
         let stream = TcpStream::connect(addr).await.expect("cannot connect to the broker");
         stream.set_nodelay(true).unwrap();
+        TestClient::over(stream)
+    }
+
+    /// A client over an established byte stream (a TLS or WebSocket connection) that has sent
+    /// nothing yet.
+    pub fn over(stream: impl TestStream + 'static) -> TestClient {
         TestClient {
-            framed: Framed::new(stream, MqttCodec::new(16 * 1024 * 1024)),
+            framed: Framed::new(Box::new(stream), MqttCodec::new(16 * 1024 * 1024)),
             next_pkid: 0,
             early: std::collections::VecDeque::new(),
         }

@@ -66,14 +66,24 @@ impl PluginHost {
     }
 
     /// Runs the auth chain for a connecting client.
+    ///
+    /// `certificate_vouches`: the client's user name was taken from its verified TLS client
+    /// certificate (`use-identity-as-username`). As in mosquitto, the certificate is then the
+    /// credential, so it counts as one more Allow in the chain: such a client needs no password
+    /// and no plugin's Allow, but a plugin that denies it (a password file that lists the user,
+    /// with a password the client did not give) still refuses it.
     pub(crate) fn authenticate(
         self: &Arc<Self>,
         client: Arc<ClientInfo>,
         password: Option<bytes::Bytes>,
+        certificate_vouches: bool,
     ) -> impl Future<Output = AuthOutcome> + 'static {
         let host = self.clone();
         async move {
-            let mut answers = Vec::with_capacity(host.auth.len());
+            let mut answers = Vec::with_capacity(host.auth.len() + 1);
+            if certificate_vouches {
+                answers.push(Answer::Allow);
+            }
             for Named { name, plugin } in &host.auth {
                 let call = plugin.authenticate(&client, password.as_deref());
                 answers.push(guarded(name, "authenticate", call).await);

@@ -29,14 +29,16 @@ use amqtt_protocol::{
 };
 use bytes::Bytes;
 use futures_util::FutureExt;
+use tokio::io::AsyncRead;
 use tracing::{debug, warn, Span};
 
 use crate::plugins::{AuthOutcome, PluginHost};
 use crate::router::{self, Registered, Router};
 use crate::stats::Stats;
 use connection::Connection;
-pub(crate) use connection::ConnectionPermit;
+pub(crate) use connection::{BoxedWriter, ConnectionPermit};
 use outbound::Dropped;
+pub(crate) use outbound::Limits;
 use outbound::Outbound;
 use reader::{FrameReader, ReadError, ReadGate};
 
@@ -49,6 +51,15 @@ macro_rules! conn_event {
     };
 }
 
+/// What a transport learned about a client before MQTT began.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TransportIdentity {
+    /// Subject of the client's verified TLS certificate, e.g. `CN=device-7,O=Acme`.
+    pub cert_subject: Option<String>,
+    /// Replaces the user name of the CONNECT (`use-identity-as-username`).
+    pub username: Option<String>,
+}
+
 /// Settings every session follows, from the broker configuration.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
@@ -56,13 +67,14 @@ pub struct SessionSettings {
     /// Added to 1.5 times the keep-alive before a silent client is disconnected.
     pub keep_alive_grace: Duration,
     pub max_packet_size: usize,
-    pub max_inflight_messages: usize,
     pub max_queued_messages: usize,
 }
 
 /// What every session of a broker shares.
 pub struct SessionShared {
     pub settings: SessionSettings,
+    /// `settings`' queue limits in the form the outbound queue takes them.
+    pub(crate) limits: Limits,
     pub router: Addr<Router>,
     pub stats: Arc<Stats>,
     pub(crate) plugins: Arc<PluginHost>,
@@ -231,8 +243,9 @@ pub struct Session {
     /// router; boxed and dropped when nothing is, so a quiet client does not pay for it.
     publishing: Option<Box<Publishing>>,
     /// Who the client is, as plugins see it: kept after CONNECT only while topic checks or
-    /// client events need it, so that it costs nothing otherwise.
-    plugin_client: Option<Arc<ClientInfo>>,
+    /// client events need it, so that it costs nothing otherwise. Before CONNECT, what the
+    /// transport learned (a TLS client certificate), if anything.
+    client_info: Option<Arc<ClientInfo>>,
 }
 
 /// The publishing side of a session while it has messages in the router's hands.
@@ -284,20 +297,41 @@ impl Session {
             }
         };
         let (read, write) = stream.into_split();
+        Session::start_on(read, Box::new(write), peer, None, shared, permit);
+    }
+
+    /// Starts a session on an established byte stream of any transport (TLS, WebSocket) on the
+    /// current arbiter: the session speaks MQTT over it exactly as over plain TCP.
+    pub(crate) fn start_on<R: AsyncRead + Unpin + 'static>(
+        read: R,
+        write: BoxedWriter,
+        peer: SocketAddr,
+        identity: Option<TransportIdentity>,
+        shared: Arc<SessionShared>,
+        permit: ConnectionPermit,
+    ) {
+        // Kept where the plugins' view of the client will be, until CONNECT completes it.
+        let client_info = identity.map(|identity| {
+            Arc::new(ClientInfo {
+                client_id: String::new(),
+                username: identity.username,
+                peer,
+                cert_subject: identity.cert_subject,
+                clean_session: true,
+            })
+        });
         Session::create(move |ctx| {
             let gate = Rc::new(ReadGate::default());
             let reader = ctx.add_stream(FrameReader::new(read, shared.settings.max_packet_size, gate.clone()));
-            let settings = &shared.settings;
-            let outbound = Outbound::new(settings.max_inflight_messages, settings.max_queued_messages);
             Session {
                 peer,
                 client_id: ByteString::new(),
-                conn: Some(Connection::new(Box::new(write), reader, gate, permit)),
+                conn: Some(Connection::new(write, reader, gate, permit)),
                 client: None,
                 will: None,
                 keep_alive_timeout_ms: None,
                 last_activity: Instant::now(),
-                outbound,
+                outbound: Outbound::default(),
                 awaiting_pubrel: None,
                 deferred: None,
                 dropped: 0,
@@ -305,7 +339,7 @@ impl Session {
                 congested: false,
                 drained: 0,
                 publishing: None,
-                plugin_client: None,
+                client_info,
                 shared,
             }
         });
@@ -453,15 +487,23 @@ impl Session {
                 Duration::from_millis(u64::from(connect.keep_alive) * 1500) + self.settings().keep_alive_grace;
             self.keep_alive_timeout_ms = NonZeroU32::new(u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX));
         }
+        let transport = self.client_info.take();
+        // A user name from a verified client certificate (use-identity-as-username) is vouched
+        // for by the certificate: the auth chain counts it as an Allow.
+        let certificate_vouches = transport.as_ref().is_some_and(|known| known.username.is_some());
         let client = Arc::new(ClientInfo {
             client_id: client_id.to_string(),
-            username: connect.username.as_deref().map(str::to_string),
+            // A user name taken from the client's certificate replaces the CONNECT's.
+            username: transport
+                .as_ref()
+                .and_then(|known| known.username.clone())
+                .or_else(|| connect.username.as_deref().map(str::to_string)),
             peer: self.peer,
-            cert_subject: None,
+            cert_subject: transport.and_then(|known| known.cert_subject.clone()),
             clean_session: connect.clean_session,
         });
         let plugins = self.shared.plugins.clone();
-        let authenticated = plugins.authenticate(client.clone(), connect.password);
+        let authenticated = plugins.authenticate(client.clone(), connect.password, certificate_vouches);
         // A will is a publish like any other: refused at CONNECT if its topic may not be used.
         let will_topic =
             connect.will.as_ref().filter(|_| plugins.topic_checks_enabled()).map(|will| will.topic.to_string());
@@ -517,7 +559,7 @@ impl Session {
         self.will = will.map(Box::new);
         let plugins = &self.shared.plugins;
         if plugins.topic_checks_enabled() || plugins.events().interests().clients {
-            self.plugin_client = Some(client);
+            self.client_info = Some(client);
         }
         let client_id = self.client_id.clone();
         let register = router::Register { client_id, clean_session, session: ctx.address() };
@@ -566,7 +608,7 @@ impl Session {
             queued = self.outbound.queued_len(),
             "client connected"
         );
-        if let Some(client) = self.plugin_client.as_ref().filter(|_| self.shared.plugins.events().interests().clients) {
+        if let Some(client) = self.client_info.as_ref().filter(|_| self.shared.plugins.events().interests().clients) {
             self.shared.plugins.emit(Event::ClientConnected { client: client.clone() });
         }
         if let Some(timeout) = self.keep_alive_timeout() {
@@ -673,7 +715,7 @@ impl Session {
     /// answer without waiting (the built-in ones) are answered here and now; only a plugin that
     /// really waits makes the session wait, in order, for its answer.
     fn topic_check<T>(&self, items: &[T], topic: impl Fn(&T) -> &str, action: Action) -> Checked {
-        let Some(client) = self.plugin_client.as_ref().filter(|_| self.shared.plugins.topic_checks_enabled()) else {
+        let Some(client) = self.client_info.as_ref().filter(|_| self.shared.plugins.topic_checks_enabled()) else {
             return Checked::Done(None);
         };
         if items.is_empty() {
@@ -746,7 +788,7 @@ impl Session {
             return;
         }
         while conn.buffered() < WRITE_HIGH_WATER {
-            let Some(publish) = self.outbound.next_to_send() else { break };
+            let Some(publish) = self.outbound.next_to_send(self.shared.limits) else { break };
             conn.write(&Packet::Publish(publish));
             self.drained = self.drained.saturating_add(1);
         }
@@ -861,8 +903,7 @@ impl Session {
             Close::ServerUnavailable => conn_event!(warn, self, "router unavailable: closing the connection"),
         }
         if self.client.is_some() {
-            if let Some(client) =
-                self.plugin_client.as_ref().filter(|_| self.shared.plugins.events().interests().clients)
+            if let Some(client) = self.client_info.as_ref().filter(|_| self.shared.plugins.events().interests().clients)
             {
                 self.shared.plugins.emit(Event::ClientDisconnected { client: client.clone() });
             }
@@ -982,7 +1023,7 @@ impl Actor for Session {
         if let Some(awaiting) = self.awaiting_pubrel.take() {
             crate::stats::inflight_in_changed(-(awaiting.len() as i64));
         }
-        self.outbound = Outbound::new(1, 0);
+        self.outbound = Outbound::default();
         self.shared.stats.publish_local();
     }
 }
@@ -1033,7 +1074,7 @@ impl Session {
             if !online && publish.qos == QoS::AtMostOnce {
                 continue;
             }
-            if let Some(dropped) = self.outbound.enqueue(publish) {
+            if let Some(dropped) = self.outbound.enqueue(publish, self.shared.limits) {
                 self.count_drop(dropped);
             }
             // Moved on to the write buffer as they come, so a batch larger than
@@ -1126,7 +1167,7 @@ impl Handler<TakeOver> for Session {
         self.client = None;
         ctx.stop();
         MessageResult(msg.keep_state.then(|| SessionState {
-            outbound: std::mem::replace(&mut self.outbound, Outbound::new(1, 0)),
+            outbound: std::mem::take(&mut self.outbound),
             awaiting_pubrel: self.awaiting_pubrel.take().map(|awaiting| *awaiting).unwrap_or_default(),
         }))
     }

@@ -39,27 +39,31 @@ pub enum Dropped {
     Incoming { topic: String, qos: QoS },
 }
 
-#[derive(Debug)]
-pub struct Outbound {
-    inflight: VecDeque<InFlight>,
-    queue: VecDeque<Publish>,
-    last_pkid: u16,
-    // u32: every session holds these, and no sane limit needs more.
+/// The broker's `max-inflight-messages` and `max-queued-messages`: the same for every session,
+/// so passed in rather than stored in each (every idle connection would pay for them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
     max_inflight: u32,
     max_queued: u32,
 }
 
-impl Outbound {
+impl Limits {
     pub fn new(max_inflight: usize, max_queued: usize) -> Self {
-        Outbound {
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
-            last_pkid: 0,
+        Limits {
             max_inflight: u32::try_from(max_inflight.max(1)).unwrap_or(u32::MAX),
             max_queued: u32::try_from(max_queued).unwrap_or(u32::MAX),
         }
     }
+}
 
+#[derive(Debug, Default)]
+pub struct Outbound {
+    inflight: VecDeque<InFlight>,
+    queue: VecDeque<Publish>,
+    last_pkid: u16,
+}
+
+impl Outbound {
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
     }
@@ -70,8 +74,8 @@ impl Outbound {
 
     /// Queues a message for the client. When the queue is full, the oldest queued QoS 0
     /// message makes room; when there is none, the new message is refused.
-    pub fn enqueue(&mut self, publish: Publish) -> Option<Dropped> {
-        if self.queue.len() < self.max_queued as usize {
+    pub fn enqueue(&mut self, publish: Publish, limits: Limits) -> Option<Dropped> {
+        if self.queue.len() < limits.max_queued as usize {
             self.queue.push_back(publish);
             outbound_changed(0, 1);
             return None;
@@ -102,13 +106,13 @@ impl Outbound {
     /// identifier and a place in the in-flight window. Returns None when the queue is empty or
     /// the window is full (messages keep their order: a QoS 0 message never overtakes a waiting
     /// QoS 1/2 one).
-    pub fn next_to_send(&mut self) -> Option<Publish> {
+    pub fn next_to_send(&mut self, limits: Limits) -> Option<Publish> {
         let front = self.queue.front()?;
         if front.qos == QoS::AtMostOnce {
             outbound_changed(0, -1);
             return self.queue.pop_front();
         }
-        if self.inflight.len() >= self.max_inflight as usize {
+        if self.inflight.len() >= limits.max_inflight as usize {
             return None;
         }
         let mut publish = self.queue.pop_front()?;
@@ -206,30 +210,32 @@ mod tests {
 
     #[test]
     fn window_limits_qos1_and_keeps_order() {
-        let mut o = Outbound::new(2, 10);
+        let limits = Limits::new(2, 10);
+        let mut o = Outbound::default();
         for t in ["a", "b", "c"] {
-            assert_eq!(o.enqueue(msg(t, QoS::AtLeastOnce)), None);
+            assert_eq!(o.enqueue(msg(t, QoS::AtLeastOnce), limits), None);
         }
-        o.enqueue(msg("d", QoS::AtMostOnce));
-        let first = o.next_to_send().unwrap();
-        let second = o.next_to_send().unwrap();
+        o.enqueue(msg("d", QoS::AtMostOnce), limits);
+        let first = o.next_to_send(limits).unwrap();
+        let second = o.next_to_send(limits).unwrap();
         assert_eq!((first.pkid, second.pkid), (1, 2));
         // Window full: neither the QoS 1 message nor the QoS 0 one behind it goes out.
-        assert!(o.next_to_send().is_none());
+        assert!(o.next_to_send(limits).is_none());
         assert!(o.puback(1));
         assert!(!o.puback(1));
-        assert_eq!(o.next_to_send().unwrap().topic, "c");
-        assert_eq!(o.next_to_send().unwrap().topic, "d");
-        assert!(o.next_to_send().is_none());
+        assert_eq!(o.next_to_send(limits).unwrap().topic, "c");
+        assert_eq!(o.next_to_send(limits).unwrap().topic, "d");
+        assert!(o.next_to_send(limits).is_none());
     }
 
     #[test]
     fn qos2_flow_and_resend() {
-        let mut o = Outbound::new(10, 10);
-        o.enqueue(msg("a", QoS::ExactlyOnce));
-        o.enqueue(msg("b", QoS::ExactlyOnce));
-        let a = o.next_to_send().unwrap();
-        let b = o.next_to_send().unwrap();
+        let limits = Limits::new(10, 10);
+        let mut o = Outbound::default();
+        o.enqueue(msg("a", QoS::ExactlyOnce), limits);
+        o.enqueue(msg("b", QoS::ExactlyOnce), limits);
+        let a = o.next_to_send(limits).unwrap();
+        let b = o.next_to_send(limits).unwrap();
         assert!(!o.pubcomp(a.pkid), "PUBCOMP before PUBREC completes nothing");
         assert!(o.pubrec(a.pkid));
         let resent: Vec<Packet> = o.resend().collect();
@@ -245,12 +251,13 @@ mod tests {
 
     #[test]
     fn full_queue_drops_oldest_qos0_then_refuses() {
-        let mut o = Outbound::new(1, 2);
-        o.enqueue(msg("q0", QoS::AtMostOnce));
-        o.enqueue(msg("q1", QoS::AtLeastOnce));
-        assert_eq!(o.enqueue(msg("n1", QoS::AtLeastOnce)), Some(Dropped::OldestQoS0 { topic: "q0".into() }));
+        let limits = Limits::new(1, 2);
+        let mut o = Outbound::default();
+        o.enqueue(msg("q0", QoS::AtMostOnce), limits);
+        o.enqueue(msg("q1", QoS::AtLeastOnce), limits);
+        assert_eq!(o.enqueue(msg("n1", QoS::AtLeastOnce), limits), Some(Dropped::OldestQoS0 { topic: "q0".into() }));
         assert_eq!(
-            o.enqueue(msg("n2", QoS::ExactlyOnce)),
+            o.enqueue(msg("n2", QoS::ExactlyOnce), limits),
             Some(Dropped::Incoming { topic: "n2".into(), qos: QoS::ExactlyOnce })
         );
         assert_eq!(o.queued_len(), 2);
@@ -258,19 +265,20 @@ mod tests {
 
     #[test]
     fn pkids_skip_zero_and_those_in_flight() {
-        let mut o = Outbound::new(3, 10);
+        let limits = Limits::new(3, 10);
+        let mut o = Outbound::default();
         o.last_pkid = u16::MAX - 1;
         for _ in 0..3 {
-            o.enqueue(msg("t", QoS::AtLeastOnce));
+            o.enqueue(msg("t", QoS::AtLeastOnce), limits);
         }
-        let ids: Vec<u16> = std::iter::from_fn(|| o.next_to_send().map(|p| p.pkid)).collect();
+        let ids: Vec<u16> = std::iter::from_fn(|| o.next_to_send(limits).map(|p| p.pkid)).collect();
         assert_eq!(ids, vec![u16::MAX, 1, 2]);
         assert!(o.puback(1));
         o.last_pkid = 0;
-        o.enqueue(msg("t", QoS::AtLeastOnce));
-        assert_eq!(o.next_to_send().unwrap().pkid, 1);
-        o.enqueue(msg("t", QoS::AtLeastOnce));
-        assert!(o.next_to_send().is_none(), "window of 3 is full");
+        o.enqueue(msg("t", QoS::AtLeastOnce), limits);
+        assert_eq!(o.next_to_send(limits).unwrap().pkid, 1);
+        o.enqueue(msg("t", QoS::AtLeastOnce), limits);
+        assert!(o.next_to_send(limits).is_none(), "window of 3 is full");
     }
 
     #[test]
@@ -282,24 +290,25 @@ mod tests {
             let now = local_outbound();
             (now.0 - start.0, now.1 - start.1)
         };
-        let mut o = Outbound::new(2, 4);
+        let limits = Limits::new(2, 4);
+        let mut o = Outbound::default();
         for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtMostOnce, QoS::AtLeastOnce] {
-            o.enqueue(msg("t", qos));
+            o.enqueue(msg("t", qos), limits);
         }
-        o.enqueue(msg("over", QoS::AtLeastOnce)); // replaces the QoS 0 one
-        o.enqueue(msg("refused", QoS::AtLeastOnce));
+        o.enqueue(msg("over", QoS::AtLeastOnce), limits); // replaces the QoS 0 one
+        o.enqueue(msg("refused", QoS::AtLeastOnce), limits);
         assert_eq!(tallied(), moved(&o));
-        let a = o.next_to_send().unwrap();
-        let b = o.next_to_send().unwrap();
+        let a = o.next_to_send(limits).unwrap();
+        let b = o.next_to_send(limits).unwrap();
         assert_eq!(tallied(), moved(&o));
         assert_eq!(tallied(), (2, 2));
         assert!(o.puback(a.pkid) && o.pubrec(b.pkid));
         assert_eq!(tallied(), (1, 2));
-        o.enqueue(msg("q0", QoS::AtMostOnce));
-        o.next_to_send();
+        o.enqueue(msg("q0", QoS::AtMostOnce), limits);
+        o.next_to_send(limits);
         o.discard_queued_qos0();
         assert_eq!(tallied(), moved(&o));
-        let handed_over = std::mem::replace(&mut o, Outbound::new(1, 0));
+        let handed_over = std::mem::take(&mut o);
         assert_eq!(tallied(), moved(&handed_over), "a move changes nothing");
         drop(handed_over);
         drop(o);

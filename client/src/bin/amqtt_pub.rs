@@ -33,6 +33,9 @@ const EXAMPLES: &str = "  amqtt_pub -t sensors/kitchen -m 21.5 -q 1
   amqtt_pub --url mqtt://user:secret@broker:1883 -t logs -l -q 1 < app.log
   amqtt_pub -t firmware/v2 -s -r < image.bin
   amqtt_pub -t status/pump -n -r          # clears the retained message of status/pump
+  amqtt_pub --url mqtts://broker:8883 --ca-file ca.pem -t alerts -m on
+  amqtt_pub --url mqtts://broker --ca-file ca.pem --cert-file me.pem --key-file me.key -t a -m 1
+  amqtt_pub --url ws://broker:8080/mqtt --extra-headers '{\"Authorization\": \"Bearer abc\"}' -t a -m 1
 ";
 
 /// Lines read ahead from stdin while earlier ones are being published.

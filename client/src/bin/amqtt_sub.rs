@@ -44,6 +44,8 @@ struct Cli {
 
 const EXAMPLES: &str = "  amqtt_sub -t 'sensors/#' -v
   amqtt_sub --url mqtt://user:secret@broker:1883 -t alerts -t 'logs/+' -q 1 -n 10
+  amqtt_sub --url mqtts://broker:8883 --ca-file ca.pem -t 'sensors/#'
+  amqtt_sub --url wss://broker/mqtt -t 'sensors/#' -v   # trusts the system's CA certificates
 ";
 
 fn main() -> ExitCode {

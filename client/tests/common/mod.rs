@@ -110,16 +110,28 @@ pub fn ci_is_set() -> bool {
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
 /// A Mosquitto broker on a free port of 127.0.0.1, killed (and its directory removed) on drop.
+/// Optionally with more listeners ([`Mosquitto::start_with`]).
 pub struct Mosquitto {
     child: Child,
     dir: PathBuf,
     pub port: u16,
+    /// The ports of the listeners given to [`Mosquitto::start_with`], in order.
+    pub extra_ports: Vec<u16>,
+    extra: Vec<String>,
 }
 
 impl Mosquitto {
     /// Starts Mosquitto and waits until it reports that it runs. None (with a visible "skipped"
     /// line) when it is not installed; with CI set that fails the test instead.
     pub async fn start() -> Option<Mosquitto> {
+        Mosquitto::start_with(&[]).await
+    }
+
+    /// Starts Mosquitto with its plain listener and one more listener per `extra` entry, on
+    /// [`extra_ports`](Self::extra_ports), each configured by the entry's lines (mosquitto.conf
+    /// options of a listener: `protocol websockets`, `certfile ...`, `require_certificate true`).
+    /// Mosquitto 2.0 refuses to start with WebSocket listeners only, hence the plain one.
+    pub async fn start_with(extra: &[&str]) -> Option<Mosquitto> {
         if !std::path::Path::new(MOSQUITTO).exists() {
             assert!(!ci_is_set(), "{MOSQUITTO} not found; CI is set, so a missing interop peer is a failure");
             use std::io::Write;
@@ -137,20 +149,45 @@ impl Mosquitto {
         // The free port is released before Mosquitto binds it, so a test running beside this one
         // may take it first: then Mosquitto exits, and another port is tried.
         for attempt in 1..=3 {
-            let port = unused_addr().await.port();
-            match Mosquitto::start_on(port, &dir).await {
-                Ok(child) => return Some(Mosquitto { child, dir, port }),
-                Err(failure) if attempt < 3 && failure.contains("Address already in use") => continue,
+            // Bound together, so that they differ.
+            let mut listeners = Vec::new();
+            for _ in 0..=extra.len() {
+                listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+            }
+            let mut ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect();
+            drop(listeners);
+            let port = ports.remove(0);
+            let extra: Vec<String> = extra.iter().map(|lines| lines.to_string()).collect();
+            match Mosquitto::start_on(port, &ports, &extra, &dir).await {
+                Ok(child) => return Some(Mosquitto { child, dir, port, extra_ports: ports, extra }),
+                Err(failure) if attempt < 3 && port_taken(&failure) => continue,
                 Err(failure) => panic!("{failure}"),
             }
         }
-        unreachable!("the last attempt returns or panics")
+        panic!("no free ports for mosquitto after 3 attempts")
     }
 
-    async fn start_on(port: u16, dir: &std::path::Path) -> Result<Child, String> {
+    /// Stops Mosquitto and starts it again on the same ports, as a broker restart.
+    pub async fn restart(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        self.child = Mosquitto::start_on(self.port, &self.extra_ports, &self.extra, &self.dir)
+            .await
+            .unwrap_or_else(|failure| panic!("restart: {failure}"));
+    }
+
+    async fn start_on(
+        port: u16,
+        extra_ports: &[u16],
+        extra: &[String],
+        dir: &std::path::Path,
+    ) -> Result<Child, String> {
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\n"))
-            .expect("write mosquitto.conf");
+        let mut text = format!("allow_anonymous true\nlog_dest stderr\nlistener {port} 127.0.0.1\n");
+        for (port, lines) in extra_ports.iter().zip(extra) {
+            text.push_str(&format!("listener {port} 127.0.0.1\n{lines}\n"));
+        }
+        std::fs::write(&conf, text).expect("write mosquitto.conf");
         let mut child = Command::new(MOSQUITTO)
             .arg("-c")
             .arg(&conf)
@@ -187,6 +224,16 @@ impl Mosquitto {
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
+
+    /// `scheme://host:port/path` of the listener `extra[index]` of [`Mosquitto::start_with`].
+    pub fn extra_url(&self, index: usize, scheme: &str, host: &str, path: &str) -> String {
+        format!("{scheme}://{host}:{}{path}", self.extra_ports[index])
+    }
+}
+
+/// Whether Mosquitto failed because one of its ports was taken meanwhile.
+fn port_taken(failure: &str) -> bool {
+    failure.contains("Address already in use") || failure.contains("Unable to create websockets listener")
 }
 
 impl Drop for Mosquitto {

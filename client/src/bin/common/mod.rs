@@ -30,17 +30,21 @@ pub fn after_help(examples: &str) -> String {
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  success (for amqtt_sub also: stopped by SIGINT/Ctrl-C or SIGTERM after a clean disconnect)
-  1  usage error, unreadable file, unsupported URL, or any other failure
+  1  usage error, unreadable file (certificates and keys included), invalid URL, or any other
+     failure
   2  the broker refused the connection (the reason is printed, e.g. \"not authorized\"), could not
-     be reached after the configured retries, or the connection was lost for good";
+     be reached after the configured retries, failed the TLS or WebSocket handshake (e.g. its
+     certificate is not trusted), or the connection was lost for good";
 
-/// The flags both commands take to connect: aMQTT 0.12's, plus `--cert-file` / `--key-file`.
+/// The flags both commands take to connect: aMQTT 0.12's, plus `--cert-file` / `--key-file`
+/// and mosquitto's `--insecure`.
 #[derive(Debug, Args)]
 pub struct ConnectionArgs {
-    /// Broker URL: [mqtt|ws][s]://[username][:password]@host[:port] (user name and password
-    /// percent-encoded). Default: `connection.uri` of the config file, else
-    /// mqtt://127.0.0.1:1883. Only mqtt:// connects for now; mqtts://, ws:// and wss:// fail
-    /// with "not supported yet".
+    /// Broker URL: [mqtt|ws][s]://[username][:password]@host[:port][/path] (user name and
+    /// password percent-encoded). mqtt:// is TCP (default port 1883), mqtts:// TLS (8883),
+    /// ws:// WebSocket (80) and wss:// WebSocket over TLS (443); a WebSocket URL keeps its path,
+    /// e.g. ws://broker:8080/mqtt. Default: `connection.uri` of the config file, else
+    /// mqtt://127.0.0.1:1883.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
 
@@ -64,26 +68,35 @@ pub struct ConnectionArgs {
     #[arg(long = "clean-session")]
     pub clean_session: bool,
 
-    /// PEM file of the CA certificates that sign the broker's certificate (TLS, mqtts:// and
-    /// wss://, which are not supported yet).
+    /// TLS (mqtts://, wss://): PEM file of the CA certificates trusted to sign the broker's
+    /// certificate. --ca-file, --ca-path and --ca-data add up; with none of them (nor
+    /// cafile/capath/cadata in the config file) the system's CA certificates are trusted.
     #[arg(long = "ca-file", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 
-    /// Directory of PEM CA certificates (TLS, not supported yet).
+    /// TLS: directory of PEM CA certificate files (e.g. /etc/ssl/certs); every file holding
+    /// certificates is read.
     #[arg(long = "ca-path", value_name = "DIR")]
     pub ca_path: Option<PathBuf>,
 
-    /// PEM text of the CA certificates (TLS, not supported yet).
+    /// TLS: the CA certificates themselves, as PEM text (-----BEGIN CERTIFICATE----- ...).
     #[arg(long = "ca-data", value_name = "PEM")]
     pub ca_data: Option<String>,
 
-    /// PEM file of a client certificate, with --key-file (TLS, not supported yet).
+    /// TLS: PEM file of this client's certificate (chain), for brokers that require one
+    /// (mutual TLS). Needs --key-file.
     #[arg(long = "cert-file", value_name = "FILE", requires = "key_file")]
     pub cert_file: Option<PathBuf>,
 
-    /// PEM file of the private key of --cert-file (TLS, not supported yet).
+    /// TLS: PEM file of the private key of --cert-file (unencrypted PKCS#8, PKCS#1 or SEC1).
     #[arg(long = "key-file", value_name = "FILE", requires = "cert_file")]
     pub key_file: Option<PathBuf>,
+
+    /// TLS: do not check that the broker's certificate names the host of the URL (it must
+    /// still be signed by a trusted CA), as mosquitto_pub --insecure; check_hostname: false in
+    /// the config file. To skip verification altogether, set verify_cert: false there.
+    #[arg(long = "insecure")]
+    pub insecure: bool,
 
     /// Topic of the will: the message the broker publishes if this client goes away without
     /// disconnecting (killed, network lost). Needs --will-message.
@@ -102,10 +115,12 @@ pub struct ConnectionArgs {
     #[arg(long = "will-retain", requires = "will_topic")]
     pub will_retain: bool,
 
-    /// JSON object of extra HTTP headers sent when connecting over WebSocket (ws://, wss://;
-    /// not supported yet). Ignored, with a warning, for other URLs.
-    #[arg(long = "extra-headers", value_name = "JSON")]
-    pub extra_headers: Option<String>,
+    /// WebSocket (ws://, wss://): extra HTTP headers for the upgrade request, as a JSON object
+    /// of names to values, e.g. '{"Authorization": "Bearer abc"}'. They add to (and for the
+    /// same name replace) extra_headers of the config file. Ignored, with a warning, for other
+    /// URLs.
+    #[arg(long = "extra-headers", value_name = "JSON", value_parser = parse_extra_headers)]
+    pub extra_headers: Option<Headers>,
 
     /// Log at debug level to stderr (RUST_LOG, e.g. RUST_LOG=amqtt_client=trace, overrides it).
     #[arg(short = 'd', long = "debug")]
@@ -132,6 +147,15 @@ impl ConnectionArgs {
         if self.cert_file.is_some() {
             connection.certfile = self.cert_file.clone();
             connection.keyfile = self.key_file.clone();
+        }
+        if self.insecure {
+            config.check_hostname = false;
+        }
+        if let Some(Headers(headers)) = &self.extra_headers {
+            for (name, value) in headers {
+                config.extra_headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(name));
+                config.extra_headers.push((name.clone(), value.clone()));
+            }
         }
         if let (Some(topic), Some(message)) = (&self.will_topic, &self.will_message) {
             amqtt_protocol::validate_topic_name(topic)
@@ -163,6 +187,33 @@ impl ConnectionArgs {
     pub fn client_id(&self) -> String {
         self.client_id.clone().unwrap_or_else(|| format!("{}/{}-{}", program(), std::process::id(), hostname()))
     }
+}
+
+/// The value of `--extra-headers`: header names and values, in the order given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Headers(pub Vec<(String, String)>);
+
+/// `--extra-headers`: a JSON object whose values are strings (numbers and booleans are taken as
+/// their text), as aMQTT takes it. Parsed by the YAML parser, which reads JSON.
+pub fn parse_extra_headers(json: &str) -> Result<Headers, String> {
+    let expected = "expected a JSON object of header names to values, e.g. '{\"Authorization\": \"Bearer abc\"}'";
+    let value: yaml_serde::Value = yaml_serde::from_str(json).map_err(|error| format!("{error}; {expected}"))?;
+    let yaml_serde::Value::Mapping(map) = value else { return Err(expected.into()) };
+    map.into_iter()
+        .map(|(name, value)| {
+            let yaml_serde::Value::String(name) = name else {
+                return Err(format!("header names must be strings; {expected}"));
+            };
+            let value = match value {
+                yaml_serde::Value::String(value) => value,
+                yaml_serde::Value::Number(number) => number.to_string(),
+                yaml_serde::Value::Bool(b) => b.to_string(),
+                _ => return Err(format!("the value of {name:?} must be a string")),
+            };
+            Ok((name, value))
+        })
+        .collect::<Result<_, _>>()
+        .map(Headers)
 }
 
 /// A QoS flag value: 0, 1 or 2.
@@ -275,7 +326,13 @@ pub fn report(error: &anyhow::Error) -> ExitCode {
 pub fn exit_status(error: &anyhow::Error) -> u8 {
     let client_error = error.chain().find_map(|cause| cause.downcast_ref::<ClientError>());
     match client_error {
-        Some(ClientError::Refused(_) | ClientError::Unreachable { .. } | ClientError::Disconnected) => EXIT_CONNECTION,
+        Some(
+            ClientError::Refused(_)
+            | ClientError::Unreachable { .. }
+            | ClientError::Disconnected
+            | ClientError::Tls { .. }
+            | ClientError::WebSocket { .. },
+        ) => EXIT_CONNECTION,
         _ => EXIT_FAILURE,
     }
 }
@@ -292,4 +349,20 @@ fn error_chain(error: &anyhow::Error) -> String {
         }
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_headers_are_a_json_object() {
+        let headers = parse_extra_headers(r#"{"Authorization": "Bearer a\u0062c", "X-N": 7, "X-B": false}"#);
+        let expected = [("Authorization", "Bearer abc"), ("X-N", "7"), ("X-B", "false")];
+        assert_eq!(headers, Ok(Headers(expected.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect())));
+        assert_eq!(parse_extra_headers("{}"), Ok(Headers(Vec::new())));
+        for bad in ["[1]", "\"text\"", "{\"a\": {\"b\": 1}}", "{\"a\": null}", "{not json"] {
+            assert!(parse_extra_headers(bad).is_err(), "{bad} must be refused");
+        }
+    }
 }
