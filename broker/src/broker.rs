@@ -15,12 +15,16 @@ use amqtt_plugin_api::Event;
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::{error, info};
 
+use crate::config::PersistenceSync;
 use crate::config::{Config, ConfigError, ListenerConfig, ListenerKind};
 use crate::listener::Listener;
 use crate::plugins::{self, BrokerApi, PluginHost, PluginSetupError};
+use crate::router::{Durable, Restore, RestoredSession};
 use crate::router::{Router, RouterSettings};
+use crate::session::Session;
 use crate::session::{Limits, SessionSettings, SessionShared};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::storage::{RedbStore, Snapshot, StorageHandle, StorageWriter, Store, StoreError};
 use crate::transport::tls::TlsListener;
 use crate::transport::websocket::WebSocketListener;
 use crate::transport::TlsSetupError;
@@ -39,6 +43,9 @@ pub enum BrokerError {
     Tls(#[from] TlsSetupError),
     #[error("listener {name}: cannot bind {addr}: {source} (is another broker running on this port?)")]
     Bind { name: String, addr: SocketAddr, source: std::io::Error },
+    /// The persistence file cannot be opened or read (the message says what to do).
+    #[error("persistence: {0}")]
+    Storage(#[from] StoreError),
     #[error("cannot start broker threads: {0}")]
     Threads(std::io::Error),
     #[error("the broker thread ended before it was ready")]
@@ -114,7 +121,8 @@ struct Started {
 fn run_system(config: Config, workers: usize, ready: mpsc::Sender<Result<Started, BrokerError>>) {
     let runner = System::new();
     let mut arbiters = Vec::new();
-    let result = runner.block_on(async { start_actors(&config, workers, &mut arbiters) });
+    let mut storage = None;
+    let result = runner.block_on(async { start_actors(&config, workers, &mut arbiters, &mut storage) });
     let ok = result.is_ok();
     if ready.send(result).is_err() || !ok {
         System::current().stop();
@@ -126,9 +134,21 @@ fn run_system(config: Config, workers: usize, ready: mpsc::Sender<Result<Started
         arbiter.stop();
         let _ = arbiter.join();
     }
+    // Last: every actor that could still save something has stopped.
+    if let Some(storage) = storage {
+        match storage.shutdown() {
+            Ok(()) => info!("persistence: everything saved"),
+            Err(error) => error!(%error, "persistence: the final save failed"),
+        }
+    }
 }
 
-fn start_actors(config: &Config, workers: usize, arbiters: &mut Vec<Arbiter>) -> Result<Started, BrokerError> {
+fn start_actors(
+    config: &Config,
+    workers: usize,
+    arbiters: &mut Vec<Arbiter>,
+    storage: &mut Option<StorageHandle>,
+) -> Result<Started, BrokerError> {
     // Plugins first: a misconfigured plugin stops start-up before any port is bound.
     let (plugins, dispatcher) = plugins::setup::build_host(config)?;
     // TLS files too: a bad certificate or key stops start-up before any port is bound.
@@ -139,13 +159,35 @@ fn start_actors(config: &Config, workers: usize, arbiters: &mut Vec<Arbiter>) ->
         .map(|listener| bind(listener).map(|socket| (listener, socket)))
         .collect::<Result<Vec<_>, _>>()?;
 
+    // What an earlier run saved is back before anyone can connect.
+    let (durable, snapshot) = match &config.persistence {
+        None => (None, Snapshot::default()),
+        Some(persistence) => {
+            let store = RedbStore::open(&persistence.path)?;
+            let snapshot = store.load()?;
+            info!(
+                path = %persistence.path.display(),
+                retained = snapshot.retained.len(),
+                sessions = snapshot.sessions.len(),
+                "persistence: state restored"
+            );
+            let handle =
+                StorageWriter::start(Box::new(store), persistence.sync.into()).map_err(BrokerError::Threads)?;
+            *storage = Some(handle.clone());
+            (Some(Durable::new(handle, persistence.sync == PersistenceSync::Always)), snapshot)
+        }
+    };
+
     let stats = Arc::new(Stats::default());
     let router_arbiter = Arbiter::try_new().map_err(BrokerError::Threads)?;
     let router_settings = RouterSettings { max_subscriptions_per_client: config.max_subscriptions_per_client };
     let router_stats = stats.clone();
     let router_plugins = plugins.clone();
+    let retained = snapshot.retained;
     let router = Router::start_in_arbiter(&router_arbiter.handle(), move |_| {
-        Router::new(router_settings, router_stats, router_plugins)
+        let mut router = Router::new(router_settings, router_stats, router_plugins, durable);
+        router.restore_retained(retained);
+        router
     });
     arbiters.push(router_arbiter);
     if let Some(dispatcher) = dispatcher {
@@ -171,10 +213,31 @@ fn start_actors(config: &Config, workers: usize, arbiters: &mut Vec<Arbiter>) ->
             max_queued_messages: config.max_queued_messages,
         },
         limits: Limits::new(config.max_inflight_messages, config.max_queued_messages),
+        storage: storage.clone(),
+        session_expiry: config.session_expiry_interval,
         router: router.clone(),
         stats: stats.clone(),
         plugins: plugins.clone(),
     });
+
+    // Persistent sessions of the earlier run, parked across the workers and known to the
+    // router before the first client can connect (its mailbox takes this first).
+    let restored = snapshot
+        .sessions
+        .into_iter()
+        .enumerate()
+        .map(|(index, stored)| {
+            let generation = index as u64 + 1;
+            let client_id = stored.client_id.clone();
+            let subscriptions = stored.record.subscriptions.clone();
+            let last_seq = stored.messages.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
+            let session = Session::restore(&workers[index % workers.len()], stored, generation, sessions.clone());
+            RestoredSession { client_id, subscriptions, last_seq, generation, session }
+        })
+        .collect::<Vec<_>>();
+    if !restored.is_empty() {
+        router.do_send(Restore(restored));
+    }
 
     let mut listeners = Vec::with_capacity(sockets.len());
     for ((listener, socket), tls) in sockets.into_iter().zip(tls) {

@@ -22,7 +22,6 @@ mod router;
 mod session;
 mod stats;
 // Persistence (issue 8): built and tested on its own; the router and sessions use it next.
-#[allow(dead_code, unused_imports)]
 mod storage;
 mod transport;
 

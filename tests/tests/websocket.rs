@@ -584,3 +584,36 @@ async fn paho_over_wss() {
     paho_ws_round_trip(wss, "1", &["--cafile", ca.to_str().unwrap()]).await;
     broker.stop();
 }
+
+/// Waits (bounded) until `broker` counts `n` connected clients: the end of a session that has no
+/// other visible sign.
+async fn until_connected_clients(broker: &RunningBroker, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while broker.stats().clients_connected != n {
+        assert!(Instant::now() < deadline, "not {n} connected clients within {WAIT:?}: {:?}", broker.stats());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// [MQTT-3.14.4-3] A DISCONNECT sent right before the client closes its socket (no close frame,
+/// as Paho does) still reaches the session: the will is discarded. Repeated, since the frame
+/// and the end of the stream often arrive in one read.
+#[tokio::test]
+async fn disconnect_right_before_the_socket_closes_is_not_lost() {
+    let (broker, tcp, ws) = ws_broker("", "");
+    let mut watcher = ws_client(ws, "watcher").await;
+    watcher.subscribe(&[("leave/#", QoS::AtMostOnce)]).await;
+    let (mut marker, _) = TestClient::connect(tcp, "marker", true).await;
+    for i in 0..10 {
+        let mut leaver = RawWs::open(ws).await;
+        let will = last_will("leave/will", format!("will {i}").as_bytes(), QoS::AtMostOnce, false);
+        let connect = Connect { will: Some(will), ..connect_packet("leaver", true) };
+        leaver.send(Message::binary(encode(&[connect.into()]).freeze())).await;
+        assert!(matches!(leaver.recv_packet().await, Packet::ConnAck(_)));
+        leaver.send(Message::binary(encode(&[Packet::Disconnect]).freeze())).await;
+        drop(leaver);
+        until_connected_clients(&broker, 2).await;
+        assert_nothing_before_marker(&mut marker, &mut watcher, "leave/marker").await;
+    }
+    broker.stop();
+}

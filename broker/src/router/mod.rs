@@ -9,6 +9,7 @@
 //! id, tells the previous owner to step down on a takeover [MQTT-3.1.4-2], and hands the state
 //! of a persistent session from the old actor to the new one.
 
+mod durable;
 mod retained;
 mod subscriptions;
 
@@ -20,11 +21,14 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use amqtt_plugin_api::Event;
 use amqtt_protocol::{ByteString, Publish, QoS, SubscribeFilter, SubscribeReturnCode};
+use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use crate::plugins::PluginHost;
 use crate::session::{Deliver, Resume, Routed, Session, SessionState, SubscribeDone, TakeOver, UnsubscribeDone};
 use crate::stats::Stats;
+use crate::storage::{Change, MessageState, SessionRecord, StoredMessage};
+pub(crate) use durable::Durable;
 use retained::RetainedStore;
 use subscriptions::{Slot, Subscriber, SubscriptionTree};
 
@@ -45,6 +49,10 @@ struct Client {
     filters: HashMap<ByteString, QoS>,
     /// Deliveries collected while routing one batch, sent as one message at its end.
     pending: Vec<Publish>,
+    /// With persistence, for a persistent client: where each of `pending` is kept.
+    pending_seqs: Vec<u64>,
+    /// The last persistence seq given to a message for this client.
+    last_seq: u64,
     /// Since when the session's queue has been over its high-water mark.
     congested_since: Option<Instant>,
     /// Publishers paused because of this client, resumed when it catches up.
@@ -66,6 +74,8 @@ impl Client {
             clean_session,
             filters: HashMap::new(),
             pending: Vec::new(),
+            pending_seqs: Vec::new(),
+            last_seq: 0,
             congested_since: None,
             paused_publishers: Vec::new(),
         }
@@ -74,6 +84,31 @@ impl Client {
     /// Whether routing to this client should slow `publisher` down.
     fn holds_back(&self, publisher: &Addr<Session>) -> bool {
         self.congested_since.is_some_and(|since| since.elapsed() < STALL_GRACE) && self.session != *publisher
+    }
+
+    /// Gives `publish`, about to be delivered to this client, its place in the store when
+    /// this client's session is persistent (QoS 1 and 2 only; 0 otherwise), and records it.
+    fn keep(&mut self, durable: Option<&mut Durable>, publish: &Publish) -> Option<u64> {
+        let durable = durable.filter(|_| !self.clean_session)?;
+        if publish.qos == QoS::AtMostOnce {
+            return Some(0);
+        }
+        self.last_seq += 1;
+        let message = StoredMessage {
+            state: MessageState::Queued,
+            qos: publish.qos,
+            retain: publish.retain,
+            topic: publish.topic.clone(),
+            payload: publish.payload.clone(),
+        };
+        durable.record(Change::MessageSaved { client_id: self.id.clone(), seq: self.last_seq, message });
+        Some(self.last_seq)
+    }
+
+    /// This persistent session as the store keeps it.
+    fn record(&self, disconnected_at: Option<u64>) -> Change {
+        let subscriptions = self.filters.iter().map(|(filter, qos)| (filter.clone(), *qos)).collect();
+        Change::SessionSaved { client_id: self.id.clone(), record: SessionRecord { subscriptions, disconnected_at } }
     }
 
     fn resume_publishers(&mut self) {
@@ -89,6 +124,8 @@ pub struct Router {
     stats: Arc<Stats>,
     /// For the subscription and retained-message events plugins may want.
     plugins: Arc<PluginHost>,
+    /// Where durable changes go, when persistence is enabled.
+    durable: Option<Durable>,
     /// Boxed, so the table's spare capacity costs a pointer per slot, not a whole client.
     clients: Vec<Option<Box<Client>>>,
     free_slots: Vec<Slot>,
@@ -102,11 +139,17 @@ pub struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(settings: RouterSettings, stats: Arc<Stats>, plugins: Arc<PluginHost>) -> Self {
+    pub(crate) fn new(
+        settings: RouterSettings,
+        stats: Arc<Stats>,
+        plugins: Arc<PluginHost>,
+        durable: Option<Durable>,
+    ) -> Self {
         Router {
             settings,
             stats,
             plugins,
+            durable,
             clients: Vec::new(),
             free_slots: Vec::new(),
             by_id: HashMap::new(),
@@ -147,6 +190,9 @@ impl Router {
 
     fn remove_client(&mut self, slot: Slot) {
         if let Some(mut client) = self.clients.get_mut(slot as usize).and_then(Option::take) {
+            if let Some(durable) = self.durable.as_mut().filter(|_| !client.clean_session) {
+                durable.save(vec![Change::SessionRemoved { client_id: client.id.clone() }]);
+            }
             client.resume_publishers();
             for filter in client.filters.keys() {
                 self.tree.remove(filter, slot);
@@ -155,6 +201,14 @@ impl Router {
             self.by_id.remove(&client.id);
             self.free_slots.push(slot);
         }
+    }
+
+    /// Retained messages saved by an earlier run.
+    pub(crate) fn restore_retained(&mut self, retained: Vec<(ByteString, QoS, Bytes)>) {
+        for (topic, qos, payload) in retained {
+            self.retained.set(Publish { dup: false, qos, retain: true, topic, pkid: 0, payload });
+        }
+        self.stats.set_retained(self.retained.len());
     }
 
     fn clear_subscriptions(&mut self, slot: Slot) {
@@ -177,6 +231,14 @@ impl Router {
                     Event::RetainedCleared { topic }
                 } else {
                     Event::RetainedSet { topic, payload: publish.payload.clone() }
+                });
+            }
+            if let Some(durable) = &mut self.durable {
+                let topic = publish.topic.clone();
+                durable.record(if publish.payload.is_empty() {
+                    Change::RetainedCleared { topic }
+                } else {
+                    Change::RetainedSet { topic, qos: publish.qos, payload: publish.payload.clone() }
                 });
             }
             self.retained.set(publish.clone());
@@ -204,7 +266,7 @@ impl Router {
             if client.pending.is_empty() {
                 self.touched.push(subscriber.slot);
             }
-            client.pending.push(Publish {
+            let delivery = Publish {
                 dup: false,
                 // Delivered at the lower of the published and the granted QoS [MQTT-3.8.4-6].
                 qos: publish.qos.min(subscriber.qos),
@@ -213,7 +275,11 @@ impl Router {
                 topic: publish.topic.clone(),
                 pkid: 0,
                 payload: publish.payload.clone(),
-            });
+            };
+            if let Some(seq) = client.keep(self.durable.as_mut(), &delivery) {
+                client.pending_seqs.push(seq);
+            }
+            client.pending.push(delivery);
         }
         self.matched = matched;
         hold_back
@@ -223,7 +289,8 @@ impl Router {
         for slot in mem::take(&mut self.touched).drain(..) {
             if let Some(client) = self.client_mut(slot) {
                 let batch = mem::take(&mut client.pending);
-                client.session.do_send(Deliver(batch));
+                let seqs = mem::take(&mut client.pending_seqs);
+                client.session.do_send(Deliver { batch, seqs });
             }
         }
     }
@@ -261,10 +328,14 @@ impl Handler<Register> for Router {
         self.next_generation += 1;
         let generation = self.next_generation;
         let Some(&slot) = self.by_id.get(&msg.client_id) else {
-            self.insert_client(Client::new(msg.client_id, msg.session, generation, msg.clean_session));
+            let client = Client::new(msg.client_id, msg.session, generation, msg.clean_session);
+            if let Some(durable) = self.durable.as_mut().filter(|_| !msg.clean_session) {
+                durable.save(vec![client.record(None)]);
+            }
+            self.insert_client(client);
             return Box::pin(fut::ready(Registered { generation, session_present: false, resumed: None }));
         };
-        let Some(client) = self.client_mut(slot) else {
+        let Some(client) = self.clients.get_mut(slot as usize).and_then(Option::as_mut) else {
             return Box::pin(fut::ready(Registered { generation, session_present: false, resumed: None }));
         };
         let previous = mem::replace(&mut client.session, msg.session);
@@ -273,10 +344,27 @@ impl Handler<Register> for Router {
         // The old state survives only if both the old and the new connection asked for a
         // persistent session [MQTT-3.1.2-4, MQTT-3.1.2-6].
         let resume = !msg.clean_session && !client.clean_session;
+        let was_persistent = !client.clean_session;
         client.clean_session = msg.clean_session;
         info!(client_id = %client.id, resume, "client id already known: taking over its session");
+        if let Some(durable) = self.durable.as_mut() {
+            if was_persistent && !resume {
+                durable.save(vec![Change::SessionRemoved { client_id: client.id.clone() }]);
+            }
+            if !msg.clean_session {
+                // Saved again below, empty, if the old subscriptions do not carry over.
+                durable.save(vec![client.record(None)]);
+            }
+        }
         if !resume {
             self.clear_subscriptions(slot);
+            if let (Some(durable), Some(client)) =
+                (self.durable.as_mut(), self.clients.get(slot as usize).and_then(Option::as_ref))
+            {
+                if !client.clean_session {
+                    durable.save(vec![client.record(None)]);
+                }
+            }
             previous.do_send(TakeOver { keep_state: false });
             return Box::pin(fut::ready(Registered { generation, session_present: false, resumed: None }));
         }
@@ -307,6 +395,61 @@ impl Handler<Unregister> for Router {
     }
 }
 
+/// A persistent session lost its connection: its record says since when (for
+/// `session_expiry_interval` after a restart).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Parked {
+    pub client_id: ByteString,
+    pub generation: u64,
+}
+
+impl Handler<Parked> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Parked, _ctx: &mut Self::Context) {
+        let Some(slot) = self.current_slot(&msg.client_id, msg.generation) else { return };
+        let durable = self.durable.as_mut();
+        if let (Some(durable), Some(client)) = (durable, self.clients.get(slot as usize).and_then(Option::as_ref)) {
+            durable.save(vec![client.record(Some(crate::session::unix_now()))]);
+        }
+    }
+}
+
+/// A persistent session saved by an earlier run, started without a connection: the router
+/// takes it back with its subscriptions, before any client connects.
+pub struct RestoredSession {
+    pub client_id: ByteString,
+    pub subscriptions: Vec<(ByteString, QoS)>,
+    pub last_seq: u64,
+    pub generation: u64,
+    pub session: Addr<Session>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restore(pub Vec<RestoredSession>);
+
+impl Handler<Restore> for Router {
+    type Result = ();
+
+    fn handle(&mut self, Restore(sessions): Restore, _ctx: &mut Self::Context) {
+        for restored in sessions {
+            self.next_generation = self.next_generation.max(restored.generation);
+            let mut client = Client::new(restored.client_id, restored.session, restored.generation, false);
+            client.last_seq = restored.last_seq;
+            let slot = self.insert_client(client);
+            for (filter, qos) in restored.subscriptions {
+                self.tree.insert(&filter, slot, qos);
+                if let Some(client) = self.client_mut(slot) {
+                    client.filters.insert(filter, qos);
+                }
+            }
+        }
+        self.stats.set_subscriptions(self.tree.len());
+    }
+}
+
 /// A batch of application messages published by one client (or its will), in arrival order.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -322,17 +465,34 @@ pub struct Route {
 impl Handler<Route> for Router {
     type Result = ();
 
-    fn handle(&mut self, Route { from, acks, batch }: Route, _ctx: &mut Self::Context) {
+    fn handle(&mut self, Route { from, acks, batch }: Route, ctx: &mut Self::Context) {
         let mut hold_back = false;
         for publish in batch {
             hold_back |= self.route(publish, from.as_ref());
         }
         self.dispatch();
-        if let Some(publisher) = from {
-            if hold_back {
-                self.stats.publisher_paused();
+        if hold_back && from.is_some() {
+            self.stats.publisher_paused();
+        }
+        let answer = from.map(|publisher| (publisher, Routed { acks, hold_back, stored: true }));
+        let answer = match &mut self.durable {
+            None => durable::Answer::Now(answer),
+            Some(durable) => durable.finish_batch(answer),
+        };
+        match answer {
+            durable::Answer::Now(answer) => {
+                if let Some((publisher, routed)) = answer {
+                    publisher.do_send(routed);
+                }
             }
-            publisher.do_send(Routed { acks, hold_back });
+            durable::Answer::AfterCommit(commit) => {
+                ctx.spawn(commit.into_actor(self).map(|result, act, _| {
+                    let answer = act.durable.as_mut().and_then(|durable| durable.committed(result));
+                    if let Some((publisher, routed)) = answer {
+                        publisher.do_send(routed);
+                    }
+                }));
+            }
         }
     }
 }
@@ -416,13 +576,22 @@ impl Handler<Subscribe> for Router {
                 message.pkid = 0;
             }
         }
-        if let Some(client) = self.client_mut(slot) {
-            // Both travel through the session's mailbox, in order: SUBACK first, then the
-            // retained messages, then whatever is routed to the new subscription afterwards.
-            client.session.do_send(SubscribeDone { pkid: msg.pkid, return_codes: codes });
-            if !retained.is_empty() {
-                client.session.do_send(Deliver(retained));
+        let durable = self.durable.as_mut();
+        let Some(client) = self.clients.get_mut(slot as usize).and_then(Option::as_mut) else { return };
+        let mut seqs = Vec::new();
+        if let Some(durable) = durable.filter(|_| !client.clean_session) {
+            for message in &retained {
+                seqs.extend(client.keep(Some(&mut *durable), message));
             }
+            let mut changes = vec![client.record(None)];
+            changes.append(&mut durable.take_recorded());
+            durable.save(changes);
+        }
+        // Both travel through the session's mailbox, in order: SUBACK first, then the
+        // retained messages, then whatever is routed to the new subscription afterwards.
+        client.session.do_send(SubscribeDone { pkid: msg.pkid, return_codes: codes });
+        if !retained.is_empty() {
+            client.session.do_send(Deliver { batch: retained, seqs });
         }
     }
 }
@@ -454,7 +623,11 @@ impl Handler<Unsubscribe> for Router {
             }
         }
         // UNSUBACK is due even when no filter matched a subscription [MQTT-3.10.4-5].
-        if let Some(client) = self.client_mut(slot) {
+        let durable = self.durable.as_mut();
+        if let Some(client) = self.clients.get_mut(slot as usize).and_then(Option::as_mut) {
+            if let Some(durable) = durable.filter(|_| !client.clean_session) {
+                durable.save(vec![client.record(None)]);
+            }
             client.session.do_send(UnsubscribeDone { pkid: msg.pkid });
         }
     }

@@ -35,6 +35,7 @@ use tracing::{debug, warn, Span};
 use crate::plugins::{AuthOutcome, PluginHost};
 use crate::router::{self, Registered, Router};
 use crate::stats::Stats;
+use crate::storage::{Change, MessageState, StorageHandle, StoredMessage, StoredSession};
 use connection::Connection;
 pub(crate) use connection::{BoxedWriter, ConnectionPermit};
 use outbound::Dropped;
@@ -49,6 +50,11 @@ macro_rules! conn_event {
     ($level:ident, $session:expr, $($rest:tt)+) => {
         tracing::$level!(peer = %$session.peer, client_id = %$session.client_id, $($rest)+)
     };
+}
+
+/// Seconds since the Unix epoch, as the store records disconnections.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }
 
 /// What a transport learned about a client before MQTT began.
@@ -73,6 +79,10 @@ pub struct SessionSettings {
 /// What every session of a broker shares.
 pub struct SessionShared {
     pub settings: SessionSettings,
+    /// Where persistent sessions save their state, when persistence is on.
+    pub(crate) storage: Option<StorageHandle>,
+    /// `session_expiry_interval`: how long a persistent session outlives its connection.
+    pub(crate) session_expiry: Option<Duration>,
     /// `settings`' queue limits in the form the outbound queue takes them.
     pub(crate) limits: Limits,
     pub router: Addr<Router>,
@@ -92,7 +102,12 @@ pub struct SessionState {
 /// Messages routed to this session.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Deliver(pub Vec<Publish>);
+pub struct Deliver {
+    pub batch: Vec<Publish>,
+    /// For a persistent session with persistence on: where each message of `batch` is kept
+    /// (0: not kept, QoS 0). Empty otherwise.
+    pub seqs: Vec<u64>,
+}
 
 /// The router has applied a SUBSCRIBE.
 #[derive(Message)]
@@ -117,6 +132,9 @@ pub struct UnsubscribeDone {
 pub struct Routed {
     pub acks: u32,
     pub hold_back: bool,
+    /// False when persistence could not commit the batch: its acknowledgements must not go
+    /// out, and the connection is closed (the client sends the messages again).
+    pub stored: bool,
 }
 
 /// Read from the client again: the subscriber that caused a hold-back (see `Routed`) has caught up.
@@ -149,6 +167,8 @@ enum Close {
     TakenOver,
     /// The router is gone (broker shutting down).
     ServerUnavailable,
+    /// Persistence failed to commit what the client published.
+    StorageFailed,
 }
 
 impl Close {
@@ -345,6 +365,76 @@ impl Session {
         });
     }
 
+    /// Starts, on `worker`, a persistent session saved by an earlier run, without a connection:
+    /// it queues for its client until the client comes back and takes it over (or it
+    /// expires). `generation` is its registration with the router (see `router::Restore`).
+    pub(crate) fn restore(
+        worker: &actix_rt::ArbiterHandle,
+        stored: StoredSession,
+        generation: u64,
+        shared: Arc<SessionShared>,
+    ) -> Addr<Session> {
+        Session::start_in_arbiter(worker, move |ctx| {
+            let outbound = Outbound::restore(stored.messages.into_iter().map(|(seq, message)| {
+                let sent = match message.state {
+                    MessageState::Queued => None,
+                    MessageState::Sent { pkid } => Some((pkid, false)),
+                    MessageState::Released { pkid } => Some((pkid, true)),
+                };
+                let StoredMessage { qos, retain, topic, payload, .. } = message;
+                (seq, Publish { dup: false, qos, retain, topic, pkid: 0, payload }, sent)
+            }));
+            crate::stats::inflight_in_changed(stored.incoming.len() as i64);
+            let awaiting: BTreeSet<u16> = stored.incoming.into_iter().collect();
+            let mut session = Session {
+                peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+                client_id: stored.client_id,
+                conn: None,
+                client: Some(ClientIdentity { generation, clean_session: false }),
+                will: None,
+                keep_alive_timeout_ms: None,
+                last_activity: Instant::now(),
+                outbound,
+                awaiting_pubrel: (!awaiting.is_empty()).then(|| Box::new(awaiting)),
+                deferred: None,
+                dropped: 0,
+                connect_timer: SpawnHandle::default(),
+                congested: false,
+                drained: 0,
+                publishing: None,
+                client_info: None,
+                shared,
+            };
+            session.shared.stats.session_parked();
+            if let Some(expiry) = session.shared.session_expiry {
+                let away = stored
+                    .record
+                    .disconnected_at
+                    .map(|at| Duration::from_secs(unix_now().saturating_sub(at)))
+                    .unwrap_or_default();
+                session.expire_after(expiry.saturating_sub(away), ctx);
+            }
+            session
+        })
+    }
+
+    /// Removes this (parked, persistent) session once `after` has passed without its client
+    /// coming back (`session_expiry_interval`).
+    fn expire_after(&mut self, after: Duration, ctx: &mut Context<Self>) {
+        ctx.run_later(after, |act, ctx| {
+            if act.conn.is_some() {
+                return;
+            }
+            let Some(client) = &act.client else { return };
+            conn_event!(info, act, "persistent session expired (session_expiry_interval): removed");
+            act.shared
+                .router
+                .do_send(router::Unregister { client_id: act.client_id.clone(), generation: client.generation });
+            act.shared.stats.session_unparked();
+            ctx.stop();
+        });
+    }
+
     fn settings(&self) -> &SessionSettings {
         &self.shared.settings
     }
@@ -415,14 +505,26 @@ impl Session {
         match packet {
             Packet::Publish(publish) => self.on_publish(publish),
             Packet::PubAck(PubAck { pkid }) => {
-                if !self.outbound.puback(pkid) {
-                    debug!(pkid, "PUBACK for an unknown packet id");
+                match self.outbound.puback(pkid) {
+                    None => debug!(pkid, "PUBACK for an unknown packet id"),
+                    Some(seq) => self.save_message_done(seq),
                 }
                 self.pump();
             }
             Packet::PubRec(PubRec { pkid }) => {
-                if !self.outbound.pubrec(pkid) {
-                    debug!(pkid, "PUBREC for an unknown packet id");
+                match self.outbound.pubrec(pkid) {
+                    None => debug!(pkid, "PUBREC for an unknown packet id"),
+                    Some(seq) => self.save(|client_id| {
+                        // Only the packet id matters now: PUBREL is all that is left to send.
+                        let message = StoredMessage {
+                            state: MessageState::Released { pkid },
+                            qos: QoS::ExactlyOnce,
+                            retain: false,
+                            topic: ByteString::new(),
+                            payload: Bytes::new(),
+                        };
+                        (seq != 0).then_some(Change::MessageSaved { client_id, seq, message })
+                    }),
                 }
                 self.write(Packet::PubRel(PubRel { pkid }));
             }
@@ -430,16 +532,18 @@ impl Session {
                 if let Some(awaiting) = &mut self.awaiting_pubrel {
                     if awaiting.remove(&pkid) {
                         crate::stats::inflight_in_changed(-1);
+                        self.save(|client_id| Some(Change::IncomingRemoved { client_id, pkid }));
                     }
-                    if awaiting.is_empty() {
+                    if self.awaiting_pubrel.as_ref().is_some_and(|awaiting| awaiting.is_empty()) {
                         self.awaiting_pubrel = None;
                     }
                 }
                 self.write(Packet::PubComp(PubComp { pkid }));
             }
             Packet::PubComp(PubComp { pkid }) => {
-                if !self.outbound.pubcomp(pkid) {
-                    debug!(pkid, "PUBCOMP for an unknown packet id");
+                match self.outbound.pubcomp(pkid) {
+                    None => debug!(pkid, "PUBCOMP for an unknown packet id"),
+                    Some(seq) => self.save_message_done(seq),
                 }
                 self.pump();
             }
@@ -638,6 +742,10 @@ impl Session {
                     return;
                 }
                 crate::stats::inflight_in_changed(1);
+                // Submitted before the batch's Route: the router's wait for the commit of what
+                // it stores for the message covers this too.
+                let pkid = publish.pkid;
+                self.save(|client_id| Some(Change::IncomingAdded { client_id, pkid }));
             }
         }
         publish.dup = false;
@@ -783,14 +891,50 @@ impl Session {
     /// Moves queued messages into the write buffer while the in-flight window and the buffer's
     /// high-water mark allow. The caller flushes.
     fn pump(&mut self) {
-        let Some(conn) = &mut self.conn else { return };
         if self.client.is_none() {
             return;
         }
-        while conn.buffered() < WRITE_HIGH_WATER {
-            let Some(publish) = self.outbound.next_to_send(self.shared.limits) else { break };
-            conn.write(&Packet::Publish(publish));
+        while self.conn.as_ref().is_some_and(|conn| conn.buffered() < WRITE_HIGH_WATER) {
+            let Some((publish, seq)) = self.outbound.next_to_send(self.shared.limits) else { break };
+            if seq != 0 && publish.qos != QoS::AtMostOnce {
+                // Its packet id is kept: after a restart it goes again with the same one
+                // [MQTT-4.4.0-1], which is what keeps QoS 2 exactly once.
+                self.save(|client_id| {
+                    let message = StoredMessage {
+                        state: MessageState::Sent { pkid: publish.pkid },
+                        qos: publish.qos,
+                        retain: publish.retain,
+                        topic: publish.topic.clone(),
+                        payload: publish.payload.clone(),
+                    };
+                    Some(Change::MessageSaved { client_id, seq, message })
+                });
+            }
+            if let Some(conn) = &mut self.conn {
+                conn.write(&Packet::Publish(publish));
+            }
             self.drained = self.drained.saturating_add(1);
+        }
+    }
+
+    /// The storage writer, when persistence is on and this session is a persistent one.
+    fn storage(&self) -> Option<&StorageHandle> {
+        self.shared.storage.as_ref().filter(|_| self.client.as_ref().is_some_and(|client| !client.clean_session))
+    }
+
+    /// Saves a change of this session's durable state (fire and forget: a publisher that needs
+    /// it durable first waits at the router).
+    fn save(&self, change: impl FnOnce(ByteString) -> Option<Change>) {
+        if let Some(storage) = self.storage() {
+            if let Some(change) = change(self.client_id.clone()) {
+                storage.submit(vec![change]);
+            }
+        }
+    }
+
+    fn save_message_done(&self, seq: u64) {
+        if seq != 0 {
+            self.save(|client_id| Some(Change::MessageRemoved { client_id, seq }));
         }
     }
 
@@ -901,6 +1045,9 @@ impl Session {
                 conn_event!(info, self, "connection taken over by a new connection with the same client id")
             }
             Close::ServerUnavailable => conn_event!(warn, self, "router unavailable: closing the connection"),
+            Close::StorageFailed => {
+                conn_event!(error, self, "persistence failed: closing the connection without acknowledging")
+            }
         }
         if self.client.is_some() {
             if let Some(client) = self.client_info.as_ref().filter(|_| self.shared.plugins.events().interests().clients)
@@ -954,6 +1101,13 @@ impl Session {
         self.update_congestion();
         match &self.client {
             Some(client) if !client.clean_session => {
+                let generation = client.generation;
+                if self.shared.storage.is_some() {
+                    self.shared.router.do_send(router::Parked { client_id: self.client_id.clone(), generation });
+                }
+                if let Some(expiry) = self.shared.session_expiry {
+                    self.expire_after(expiry, ctx);
+                }
                 let dropped = self.outbound.discard_queued_qos0();
                 // Until a TakeOver (see there): `$SYS/broker/clients/disconnected`.
                 self.shared.stats.session_parked();
@@ -1008,6 +1162,10 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let _entered = self.span().entered();
+        if self.conn.is_none() {
+            // Restored from the store: nothing to wait for but its client (or its expiry).
+            return;
+        }
         debug!("connection accepted");
         let timer = ctx.run_later(self.settings().connect_timeout, |act, ctx| {
             if act.client.is_none() {
@@ -1052,14 +1210,14 @@ impl StreamHandler<Result<Bytes, ReadError>> for Session {
 impl Handler<Deliver> for Session {
     type Result = ();
 
-    fn handle(&mut self, Deliver(batch): Deliver, ctx: &mut Self::Context) {
+    fn handle(&mut self, Deliver { batch, seqs }: Deliver, ctx: &mut Self::Context) {
         let _entered = self.span().entered();
         // Refused deliveries are left out for this subscriber only.
         match self.topic_check(&batch, |publish| &publish.topic, Action::Receive) {
-            Checked::Done(allowed) => self.enqueue(keep_allowed(batch, allowed), ctx),
+            Checked::Done(allowed) => self.enqueue(batch, seqs, allowed, ctx),
             Checked::Waiting(check) => {
                 ctx.wait(check.into_actor(self).map(move |allowed, act, ctx| {
-                    act.enqueue(keep_allowed(batch, Some(allowed)), ctx);
+                    act.enqueue(batch, seqs, Some(allowed), ctx);
                 }));
             }
         }
@@ -1067,14 +1225,24 @@ impl Handler<Deliver> for Session {
 }
 
 impl Session {
-    fn enqueue(&mut self, batch: Vec<Publish>, ctx: &mut Context<Self>) {
+    /// Queues what the router delivered (`seqs`: see `Deliver`), leaving out what the topic
+    /// checks did not allow.
+    fn enqueue(&mut self, batch: Vec<Publish>, seqs: Vec<u64>, allowed: Option<Vec<bool>>, ctx: &mut Context<Self>) {
         let online = self.conn.is_some();
-        for publish in batch {
+        for (index, publish) in batch.into_iter().enumerate() {
+            let seq = seqs.get(index).copied().unwrap_or(0);
+            if allowed.as_ref().is_some_and(|allowed| !allowed[index]) {
+                self.save_message_done(seq);
+                continue;
+            }
             // An offline session keeps QoS 1 and 2 messages only [MQTT-3.1.2-5].
             if !online && publish.qos == QoS::AtMostOnce {
                 continue;
             }
-            if let Some(dropped) = self.outbound.enqueue(publish, self.shared.limits) {
+            if let Some(dropped) = self.outbound.enqueue(publish, seq, self.shared.limits) {
+                if let Dropped::Incoming { seq, .. } = &dropped {
+                    self.save_message_done(*seq);
+                }
                 self.count_drop(dropped);
             }
             // Moved on to the write buffer as they come, so a batch larger than
@@ -1119,6 +1287,9 @@ impl Handler<Routed> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Routed, ctx: &mut Self::Context) {
+        if !msg.stored {
+            return self.close(ctx, Close::StorageFailed);
+        }
         let online = self.conn.is_some();
         let publishing = self.publishing();
         publishing.routes_in_flight = publishing.routes_in_flight.saturating_sub(1);

@@ -28,6 +28,16 @@ enum Awaiting {
 struct InFlight {
     publish: Publish,
     stage: Awaiting,
+    /// Where persistence keeps it (0: not kept).
+    seq: u64,
+}
+
+/// A message waiting for its turn.
+#[derive(Debug, Clone)]
+struct Queued {
+    publish: Publish,
+    /// Where persistence keeps it (0: not kept).
+    seq: u64,
 }
 
 /// What happened to a message that did not fit in the queue.
@@ -36,7 +46,7 @@ pub enum Dropped {
     /// The queue was full and this older QoS 0 message made room for the new one.
     OldestQoS0 { topic: String },
     /// The queue was full of QoS 1/2 messages: the new message was refused.
-    Incoming { topic: String, qos: QoS },
+    Incoming { topic: String, qos: QoS, seq: u64 },
 }
 
 /// The broker's `max-inflight-messages` and `max-queued-messages`: the same for every session,
@@ -59,7 +69,7 @@ impl Limits {
 #[derive(Debug, Default)]
 pub struct Outbound {
     inflight: VecDeque<InFlight>,
-    queue: VecDeque<Publish>,
+    queue: VecDeque<Queued>,
     last_pkid: u16,
 }
 
@@ -74,27 +84,54 @@ impl Outbound {
 
     /// Queues a message for the client. When the queue is full, the oldest queued QoS 0
     /// message makes room; when there is none, the new message is refused.
-    pub fn enqueue(&mut self, publish: Publish, limits: Limits) -> Option<Dropped> {
+    /// `seq` is where persistence keeps the message (0: not kept).
+    pub fn enqueue(&mut self, publish: Publish, seq: u64, limits: Limits) -> Option<Dropped> {
         if self.queue.len() < limits.max_queued as usize {
-            self.queue.push_back(publish);
+            self.queue.push_back(Queued { publish, seq });
             outbound_changed(0, 1);
             return None;
         }
-        match self.queue.iter().position(|p| p.qos == QoS::AtMostOnce) {
+        match self.queue.iter().position(|q| q.publish.qos == QoS::AtMostOnce) {
             Some(index) => {
                 let old = self.queue.remove(index)?;
-                self.queue.push_back(publish);
-                Some(Dropped::OldestQoS0 { topic: old.topic.to_string() })
+                self.queue.push_back(Queued { publish, seq });
+                Some(Dropped::OldestQoS0 { topic: old.publish.topic.to_string() })
             }
-            None => Some(Dropped::Incoming { topic: publish.topic.to_string(), qos: publish.qos }),
+            None => Some(Dropped::Incoming { topic: publish.topic.to_string(), qos: publish.qos, seq }),
         }
+    }
+
+    /// A persistent session's messages as an earlier run saved them (`seq` order): those
+    /// sent go back in flight with their packet ids, the others in the queue.
+    pub fn restore(messages: impl IntoIterator<Item = (u64, Publish, Option<(u16, bool)>)>) -> Outbound {
+        let mut outbound = Outbound::default();
+        for (seq, mut publish, sent) in messages {
+            match sent {
+                Some((pkid, released)) => {
+                    publish.pkid = pkid;
+                    let stage = match (publish.qos, released) {
+                        (_, true) => Awaiting::Complete,
+                        (QoS::ExactlyOnce, false) => Awaiting::Received,
+                        _ => Awaiting::Ack,
+                    };
+                    outbound.last_pkid = outbound.last_pkid.max(pkid);
+                    outbound.inflight.push_back(InFlight { publish, stage, seq });
+                    outbound_changed(1, 0);
+                }
+                None => {
+                    outbound.queue.push_back(Queued { publish, seq });
+                    outbound_changed(0, 1);
+                }
+            }
+        }
+        outbound
     }
 
     /// Removes queued QoS 0 messages: used when the client goes away, since only QoS 1 and 2
     /// messages are kept for an offline session.
     pub fn discard_queued_qos0(&mut self) -> usize {
         let before = self.queue.len();
-        self.queue.retain(|p| p.qos != QoS::AtMostOnce);
+        self.queue.retain(|q| q.publish.qos != QoS::AtMostOnce);
         let discarded = before - self.queue.len();
         if discarded > 0 {
             outbound_changed(0, -(discarded as i64));
@@ -106,42 +143,45 @@ impl Outbound {
     /// identifier and a place in the in-flight window. Returns None when the queue is empty or
     /// the window is full (messages keep their order: a QoS 0 message never overtakes a waiting
     /// QoS 1/2 one).
-    pub fn next_to_send(&mut self, limits: Limits) -> Option<Publish> {
+    /// Returns the message with its persistence `seq` (0: not kept).
+    pub fn next_to_send(&mut self, limits: Limits) -> Option<(Publish, u64)> {
         let front = self.queue.front()?;
-        if front.qos == QoS::AtMostOnce {
+        if front.publish.qos == QoS::AtMostOnce {
             outbound_changed(0, -1);
-            return self.queue.pop_front();
+            return self.queue.pop_front().map(|q| (q.publish, q.seq));
         }
         if self.inflight.len() >= limits.max_inflight as usize {
             return None;
         }
-        let mut publish = self.queue.pop_front()?;
+        let Queued { mut publish, seq } = self.queue.pop_front()?;
         publish.pkid = self.allocate_pkid();
         let stage = if publish.qos == QoS::AtLeastOnce { Awaiting::Ack } else { Awaiting::Received };
-        self.inflight.push_back(InFlight { publish: publish.clone(), stage });
+        self.inflight.push_back(InFlight { publish: publish.clone(), stage, seq });
         outbound_changed(1, -1);
-        Some(publish)
+        Some((publish, seq))
     }
 
-    /// A PUBACK arrived: the QoS 1 flow of `pkid` is complete. Returns false for an unknown id.
-    pub fn puback(&mut self, pkid: u16) -> bool {
+    /// A PUBACK arrived: the QoS 1 flow of `pkid` is complete. Returns the message's
+    /// persistence seq, None for an unknown id.
+    pub fn puback(&mut self, pkid: u16) -> Option<u64> {
         self.complete(pkid, Awaiting::Ack)
     }
 
     /// A PUBREC arrived: the message is now owned by the client, and a PUBREL answers it.
-    /// Returns false for an unknown id (a PUBREL is still the right answer to a PUBREC).
-    pub fn pubrec(&mut self, pkid: u16) -> bool {
+    /// Returns its persistence seq, None for an unknown id (a PUBREL is still the right
+    /// answer to a PUBREC).
+    pub fn pubrec(&mut self, pkid: u16) -> Option<u64> {
         match self.inflight.iter_mut().find(|m| m.publish.pkid == pkid) {
             Some(m) if m.stage == Awaiting::Received || m.stage == Awaiting::Complete => {
                 m.stage = Awaiting::Complete;
-                true
+                Some(m.seq)
             }
-            _ => false,
+            _ => None,
         }
     }
 
     /// A PUBCOMP arrived: the QoS 2 flow of `pkid` is complete.
-    pub fn pubcomp(&mut self, pkid: u16) -> bool {
+    pub fn pubcomp(&mut self, pkid: u16) -> Option<u64> {
         self.complete(pkid, Awaiting::Complete)
     }
 
@@ -159,15 +199,11 @@ impl Outbound {
         })
     }
 
-    fn complete(&mut self, pkid: u16, stage: Awaiting) -> bool {
-        match self.inflight.iter().position(|m| m.publish.pkid == pkid && m.stage == stage) {
-            Some(index) => {
-                self.inflight.remove(index);
-                outbound_changed(-1, 0);
-                true
-            }
-            None => false,
-        }
+    fn complete(&mut self, pkid: u16, stage: Awaiting) -> Option<u64> {
+        let index = self.inflight.iter().position(|m| m.publish.pkid == pkid && m.stage == stage)?;
+        let done = self.inflight.remove(index)?;
+        outbound_changed(-1, 0);
+        Some(done.seq)
     }
 
     /// Packet identifiers are taken in turn, skipping 0 and those still in flight
@@ -213,18 +249,18 @@ mod tests {
         let limits = Limits::new(2, 10);
         let mut o = Outbound::default();
         for t in ["a", "b", "c"] {
-            assert_eq!(o.enqueue(msg(t, QoS::AtLeastOnce), limits), None);
+            assert_eq!(o.enqueue(msg(t, QoS::AtLeastOnce), 0, limits), None);
         }
-        o.enqueue(msg("d", QoS::AtMostOnce), limits);
-        let first = o.next_to_send(limits).unwrap();
-        let second = o.next_to_send(limits).unwrap();
+        o.enqueue(msg("d", QoS::AtMostOnce), 0, limits);
+        let first = o.next_to_send(limits).unwrap().0;
+        let second = o.next_to_send(limits).unwrap().0;
         assert_eq!((first.pkid, second.pkid), (1, 2));
         // Window full: neither the QoS 1 message nor the QoS 0 one behind it goes out.
         assert!(o.next_to_send(limits).is_none());
-        assert!(o.puback(1));
-        assert!(!o.puback(1));
-        assert_eq!(o.next_to_send(limits).unwrap().topic, "c");
-        assert_eq!(o.next_to_send(limits).unwrap().topic, "d");
+        assert!(o.puback(1).is_some());
+        assert!(o.puback(1).is_none());
+        assert_eq!(o.next_to_send(limits).unwrap().0.topic, "c");
+        assert_eq!(o.next_to_send(limits).unwrap().0.topic, "d");
         assert!(o.next_to_send(limits).is_none());
     }
 
@@ -232,12 +268,12 @@ mod tests {
     fn qos2_flow_and_resend() {
         let limits = Limits::new(10, 10);
         let mut o = Outbound::default();
-        o.enqueue(msg("a", QoS::ExactlyOnce), limits);
-        o.enqueue(msg("b", QoS::ExactlyOnce), limits);
-        let a = o.next_to_send(limits).unwrap();
-        let b = o.next_to_send(limits).unwrap();
-        assert!(!o.pubcomp(a.pkid), "PUBCOMP before PUBREC completes nothing");
-        assert!(o.pubrec(a.pkid));
+        o.enqueue(msg("a", QoS::ExactlyOnce), 0, limits);
+        o.enqueue(msg("b", QoS::ExactlyOnce), 0, limits);
+        let a = o.next_to_send(limits).unwrap().0;
+        let b = o.next_to_send(limits).unwrap().0;
+        assert!(o.pubcomp(a.pkid).is_none(), "PUBCOMP before PUBREC completes nothing");
+        assert!(o.pubrec(a.pkid).is_some());
         let resent: Vec<Packet> = o.resend().collect();
         assert_eq!(resent.len(), 2);
         assert_eq!(resent[0], Packet::PubRel(PubRel { pkid: a.pkid }));
@@ -245,7 +281,7 @@ mod tests {
             Packet::Publish(p) => assert!(p.dup && p.pkid == b.pkid),
             other => panic!("unexpected {other:?}"),
         }
-        assert!(o.pubcomp(a.pkid));
+        assert!(o.pubcomp(a.pkid).is_some());
         assert_eq!(o.inflight_len(), 1);
     }
 
@@ -253,14 +289,30 @@ mod tests {
     fn full_queue_drops_oldest_qos0_then_refuses() {
         let limits = Limits::new(1, 2);
         let mut o = Outbound::default();
-        o.enqueue(msg("q0", QoS::AtMostOnce), limits);
-        o.enqueue(msg("q1", QoS::AtLeastOnce), limits);
-        assert_eq!(o.enqueue(msg("n1", QoS::AtLeastOnce), limits), Some(Dropped::OldestQoS0 { topic: "q0".into() }));
+        o.enqueue(msg("q0", QoS::AtMostOnce), 0, limits);
+        o.enqueue(msg("q1", QoS::AtLeastOnce), 0, limits);
+        assert_eq!(o.enqueue(msg("n1", QoS::AtLeastOnce), 0, limits), Some(Dropped::OldestQoS0 { topic: "q0".into() }));
         assert_eq!(
-            o.enqueue(msg("n2", QoS::ExactlyOnce), limits),
-            Some(Dropped::Incoming { topic: "n2".into(), qos: QoS::ExactlyOnce })
+            o.enqueue(msg("n2", QoS::ExactlyOnce), 0, limits),
+            Some(Dropped::Incoming { topic: "n2".into(), qos: QoS::ExactlyOnce, seq: 0 })
         );
         assert_eq!(o.queued_len(), 2);
+    }
+
+    #[test]
+    fn restored_messages_resume_where_they_were() {
+        let limits = Limits::new(10, 10);
+        let mut o = Outbound::restore([
+            (7, msg("sent", QoS::ExactlyOnce), Some((40, false))),
+            (8, msg("released", QoS::ExactlyOnce), Some((41, true))),
+            (9, msg("queued", QoS::AtLeastOnce), None),
+        ]);
+        let resent: Vec<Packet> = o.resend().collect();
+        assert!(matches!(&resent[0], Packet::Publish(p) if p.dup && p.pkid == 40));
+        assert_eq!(resent[1], Packet::PubRel(PubRel { pkid: 41 }));
+        let (queued, seq) = o.next_to_send(limits).unwrap();
+        assert_eq!((queued.topic.as_ref(), queued.pkid, seq), ("queued", 42, 9), "ids go on after the restored ones");
+        assert_eq!((o.pubrec(40), o.pubcomp(41)), (Some(7), Some(8)));
     }
 
     #[test]
@@ -269,15 +321,15 @@ mod tests {
         let mut o = Outbound::default();
         o.last_pkid = u16::MAX - 1;
         for _ in 0..3 {
-            o.enqueue(msg("t", QoS::AtLeastOnce), limits);
+            o.enqueue(msg("t", QoS::AtLeastOnce), 0, limits);
         }
-        let ids: Vec<u16> = std::iter::from_fn(|| o.next_to_send(limits).map(|p| p.pkid)).collect();
+        let ids: Vec<u16> = std::iter::from_fn(|| o.next_to_send(limits).map(|(p, _)| p.pkid)).collect();
         assert_eq!(ids, vec![u16::MAX, 1, 2]);
-        assert!(o.puback(1));
+        assert!(o.puback(1).is_some());
         o.last_pkid = 0;
-        o.enqueue(msg("t", QoS::AtLeastOnce), limits);
-        assert_eq!(o.next_to_send(limits).unwrap().pkid, 1);
-        o.enqueue(msg("t", QoS::AtLeastOnce), limits);
+        o.enqueue(msg("t", QoS::AtLeastOnce), 0, limits);
+        assert_eq!(o.next_to_send(limits).unwrap().0.pkid, 1);
+        o.enqueue(msg("t", QoS::AtLeastOnce), 0, limits);
         assert!(o.next_to_send(limits).is_none(), "window of 3 is full");
     }
 
@@ -293,18 +345,18 @@ mod tests {
         let limits = Limits::new(2, 4);
         let mut o = Outbound::default();
         for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtMostOnce, QoS::AtLeastOnce] {
-            o.enqueue(msg("t", qos), limits);
+            o.enqueue(msg("t", qos), 0, limits);
         }
-        o.enqueue(msg("over", QoS::AtLeastOnce), limits); // replaces the QoS 0 one
-        o.enqueue(msg("refused", QoS::AtLeastOnce), limits);
+        o.enqueue(msg("over", QoS::AtLeastOnce), 0, limits); // replaces the QoS 0 one
+        o.enqueue(msg("refused", QoS::AtLeastOnce), 0, limits);
         assert_eq!(tallied(), moved(&o));
-        let a = o.next_to_send(limits).unwrap();
-        let b = o.next_to_send(limits).unwrap();
+        let a = o.next_to_send(limits).unwrap().0;
+        let b = o.next_to_send(limits).unwrap().0;
         assert_eq!(tallied(), moved(&o));
         assert_eq!(tallied(), (2, 2));
-        assert!(o.puback(a.pkid) && o.pubrec(b.pkid));
+        assert!(o.puback(a.pkid).is_some() && o.pubrec(b.pkid).is_some());
         assert_eq!(tallied(), (1, 2));
-        o.enqueue(msg("q0", QoS::AtMostOnce), limits);
+        o.enqueue(msg("q0", QoS::AtMostOnce), 0, limits);
         o.next_to_send(limits);
         o.discard_queued_qos0();
         assert_eq!(tallied(), moved(&o));

@@ -12,8 +12,6 @@
 //! with the same types. Strings are [`ByteString`]s and payloads [`Bytes`], the types the
 //! router already holds, so describing a change copies no topic and no payload.
 
-#[cfg(test)]
-mod bench_tmp;
 mod codec;
 mod redb_store;
 mod writer;
@@ -25,7 +23,7 @@ use amqtt_protocol::{ByteString, QoS};
 use bytes::Bytes;
 
 pub use redb_store::RedbStore;
-pub use writer::{StorageHandle, StorageWriter, SyncPolicy};
+pub use writer::{StorageHandle, StorageWriter};
 
 /// One change of durable state. A batch of changes is applied in order, all or nothing.
 #[derive(Debug, Clone, PartialEq)]

@@ -67,10 +67,6 @@ impl RedbStore {
         Ok(store)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Checks the format version, or writes it into a new file; creates the tables.
     fn check_format(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
@@ -490,7 +486,8 @@ mod tests {
         populate(&mut store);
         drop(store);
 
-        let cases: [(&str, Box<dyn Fn(&redb::WriteTransaction)>, &str); 3] = [
+        type Garble = Box<dyn Fn(&redb::WriteTransaction)>;
+        let cases: [(&str, Garble, &str); 3] = [
             (
                 "retained",
                 Box::new(|txn| {

@@ -134,6 +134,7 @@ impl StorageHandle {
     }
 
     /// Changes queued and not yet committed.
+    #[cfg(test)]
     pub fn backlog(&self) -> usize {
         self.inner.backlog.queued.load(Ordering::Relaxed)
     }
@@ -325,13 +326,13 @@ impl Writer {
                 for (range, done) in batch.requests {
                     let result = self.store.apply(&batch.changes[range], durable);
                     if let Err(err) = &result {
-                        tracing::error!(error = %err, "persistence: commit failed; these changes are not saved");
+                        tracing::error!(error = %err, "persistence: commit failed; changes not saved");
                     }
                     answer(done, result);
                 }
             }
             Err(err) => {
-                tracing::error!(error = %err, changes = count, "persistence: commit failed; these changes are not saved");
+                tracing::error!(error = %err, changes = count, "persistence: commit failed; changes not saved");
                 for (_, done) in batch.requests {
                     answer(done, Err(err.clone()));
                 }

@@ -22,6 +22,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,7 +31,7 @@ use std::task::{ready, Context, Poll, Waker};
 use std::time::Instant;
 
 use actix_http::body::BoxBody;
-use actix_http::error::DispatchError;
+use actix_http::error::{DispatchError, PayloadError};
 use actix_http::ws::{CloseCode, CloseReason, Item, Message, ProtocolError};
 use actix_http::{Extensions, HttpService, KeepAlive};
 use actix_service::boxed::{self, RcService};
@@ -40,7 +41,6 @@ use actix_web::http::header::{HeaderMap, SEC_WEBSOCKET_PROTOCOL};
 use actix_web::{web, App, HttpRequest, HttpResponse, ResponseError};
 use actix_ws::MessageStream;
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::future::LocalBoxFuture;
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -64,14 +64,7 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
 /// The HTTP/1 service of one listener on one worker thread: takes a connection, runs it.
 type ConnectionService = RcService<(Link, Option<SocketAddr>), (), DispatchError>;
-type WeakService = Weak<
-    dyn Service<
-        (Link, Option<SocketAddr>),
-        Response = (),
-        Error = DispatchError,
-        Future = LocalBoxFuture<'static, Result<(), DispatchError>>,
-    >,
->;
+type WeakService = Weak<<ConnectionService as Deref>::Target>;
 
 thread_local! {
     /// Built on a worker's first connection of each ws listener, shared by the next ones. Held
@@ -404,6 +397,17 @@ impl AsyncRead for WsReader {
                 // The connection closed without a close frame: end of stream all the same.
                 None => {
                     this.ended = true;
+                    continue;
+                }
+                // The socket closed without a close frame (an "incomplete payload" to actix):
+                // the frames that arrived with the end are still to be read, then the stream
+                // ends (None above). A DISCONNECT sent just before closing is not lost.
+                Some(Err(ProtocolError::Io(error)))
+                    if error
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref())
+                        .is_some_and(|inner| matches!(inner, PayloadError::Incomplete(_))) =>
+                {
                     continue;
                 }
                 Some(Err(ProtocolError::Io(error))) => {
