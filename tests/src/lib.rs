@@ -5,6 +5,7 @@
 //! Modules: [`raw`] builds packets byte by byte, [`process`] runs the interop peers as child
 //! processes.
 
+pub mod broker_process;
 pub mod process;
 pub mod raw;
 

@@ -86,3 +86,114 @@ async fn offline_messages_of_a_persistent_session_survive_a_restart() {
     assert_nothing_before_marker(&mut publisher, &mut subscriber, "news/marker").await;
     broker.stop();
 }
+
+/// `kill -9` of the broker in the middle of a QoS 1 stream (and a QoS 2 one) with `sync:
+/// always`: every message the publisher saw acknowledged (PUBACK, PUBREC) reaches the
+/// persistent subscriber after the restart: at least once for QoS 1, exactly once for QoS 2.
+#[tokio::test]
+async fn acknowledged_messages_survive_kill_9() {
+    use amqtt_tests::broker_process::BrokerProcess;
+    use std::collections::HashSet;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("amqtt.yaml");
+    std::fs::write(
+        &config,
+        "listeners:\n  default:\n    bind: 127.0.0.1:0\nplugins: [auth_anonymous]\npersistence:\n  enabled: true\n  \
+         sync: always\nmax-queued-messages: 100000\n",
+    )
+    .unwrap();
+    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let mut broker = BrokerProcess::start(&config);
+        let a = broker.addr().await;
+        let (mut subscriber, _) = TestClient::connect(a, &format!("keeper-{qos}"), false).await;
+        subscriber.subscribe(&[("stream/#", qos)]).await;
+        subscriber.disconnect().await;
+
+        // Publishes one message at a time and notes each acknowledged one, until the broker dies.
+        let (mut publisher, _) = LenientClient::try_connect(a, connect_packet("streamer", true)).await.unwrap();
+        let publishing = tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0u32.. {
+                let pkid = (i % 60_000) as u16 + 1;
+                let publish = publish_packet("stream/x", i.to_string().as_bytes(), qos, false, pkid);
+                publisher.send(publish).await;
+                match publisher.recv_or_closed().await {
+                    Some(Packet::PubAck(_)) | Some(Packet::PubRec(_)) => acknowledged.push(i),
+                    _ => break,
+                }
+                if qos == QoS::ExactlyOnce {
+                    publisher.send(Packet::PubRel(PubRel { pkid })).await;
+                    if publisher.recv_or_closed().await.is_none() {
+                        break;
+                    }
+                }
+            }
+            acknowledged
+        });
+        // Killed while the stream runs: once some messages are through, at an arbitrary point.
+        let (mut watcher, _) = TestClient::connect(a, "watcher", true).await;
+        watcher.subscribe(&[("stream/#", QoS::AtMostOnce)]).await;
+        for _ in 0..200 {
+            watcher.recv_publish().await;
+        }
+        broker.kill().await;
+        let acknowledged = publishing.await.unwrap();
+        assert!(acknowledged.len() >= 200, "{} acknowledged", acknowledged.len());
+
+        let mut broker = BrokerProcess::start(&config);
+        let a = broker.addr().await;
+        let (mut subscriber, present) = TestClient::connect(a, &format!("keeper-{qos}"), false).await;
+        assert!(present);
+        let wanted: HashSet<u32> = acknowledged.iter().copied().collect();
+        let mut seen = HashSet::new();
+        while !wanted.is_subset(&seen) {
+            match subscriber.recv().await {
+                Packet::Publish(message) => {
+                    let n: u32 = text(&message).parse().unwrap();
+                    let first_time = seen.insert(n);
+                    assert!(first_time || qos == QoS::AtLeastOnce, "QoS 2 message {n} delivered twice");
+                    let pkid = message.pkid;
+                    match qos {
+                        QoS::ExactlyOnce => subscriber.send(Packet::PubRec(PubRec { pkid })).await,
+                        _ => subscriber.send(Packet::PubAck(PubAck { pkid })).await,
+                    }
+                }
+                Packet::PubRel(PubRel { pkid }) => subscriber.send(Packet::PubComp(PubComp { pkid })).await,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        drop(broker);
+    }
+}
+
+/// `session_expiry_interval`: a persistent session whose client stays away that long is removed,
+/// in memory and in the store; one whose client comes back in time is not.
+#[tokio::test]
+async fn session_expiry_removes_sessions_in_memory_and_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "persistence:\n  enabled: true\n  path: {}\nsession_expiry_interval: 1\nplugins: [auth_anonymous]\n",
+        dir.path().join("state.redb").display()
+    );
+    let broker = start_broker_with(&yaml);
+    for id in ["in-memory", "in-store"] {
+        let (mut client, _) = TestClient::connect(addr(&broker), id, false).await;
+        client.subscribe(&[("x", QoS::AtLeastOnce)]).await;
+        client.disconnect().await;
+    }
+    // Back in time: still there.
+    let (client, present) = TestClient::connect(addr(&broker), "in-memory", false).await;
+    assert!(present);
+    client.disconnect().await;
+    // Away for longer than the interval (the event awaited here is time itself).
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    let (_client, present) = TestClient::connect(addr(&broker), "in-memory", false).await;
+    assert!(!present, "expired in memory");
+    broker.stop();
+
+    let broker = start_broker_with(&yaml);
+    let (_client, present) = TestClient::connect(addr(&broker), "in-store", false).await;
+    assert!(!present, "expired in the store too");
+    broker.stop();
+}

@@ -10,13 +10,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::sync::OnceLock;
 
-use amqtt_tests::{connect_packet, ByteString, ConnectReturnCode, TestClient, WAIT};
+use amqtt_tests::broker_process::{cargo_build, BrokerProcess};
+use amqtt_tests::{connect_packet, ByteString, ConnectReturnCode, TestClient};
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr, Command};
 
 /// HMAC-SHA256 of `alice` under the secret `s3cret`, as the README computes it:
 /// `printf %s alice | openssl dgst -sha256 -hmac s3cret`.
@@ -60,45 +58,19 @@ static const amqtt_plugin_descriptor DESCRIPTOR = { 999, AMQTT_KIND_AUTH, "from_
 const amqtt_plugin_descriptor *amqtt_plugin_entry(void) { return &DESCRIPTOR; }
 "#;
 
-/// What `cargo build` made for these tests.
-struct Artifacts {
-    amqtt: PathBuf,
-    hmac_plugin: PathBuf,
-}
-
-/// Builds the `amqtt` binary and the example plugin once for all tests, with the profile this
-/// test was built with, into the same target folder.
-fn artifacts() -> &'static Artifacts {
-    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
-    ARTIFACTS.get_or_init(|| {
-        // This test runs as target/<profile>/deps/plugins_so-<hash>.
-        let exe = std::env::current_exe().expect("cannot tell where this test runs from");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("test binary outside a target folder");
-        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") => vec![],
-            Some("release") => vec!["--release".to_string()],
-            Some(other) => vec!["--profile".to_string(), other.to_string()],
-            None => panic!("unexpected target folder {}", profile_dir.display()),
-        };
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let output = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "auth-plugin-hmac", "-p", "amqtt-broker", "--lib", "--bin", "amqtt"])
-            .args(profile)
-            .current_dir(workspace)
-            .output()
-            .expect("cannot run cargo");
-        assert!(output.status.success(), "cargo build failed:\n{}", String::from_utf8_lossy(&output.stderr));
-        let artifacts = Artifacts {
-            amqtt: profile_dir.join(format!("amqtt{}", std::env::consts::EXE_SUFFIX)),
-            hmac_plugin: profile_dir.join(format!(
-                "{}auth_plugin_hmac{}",
-                std::env::consts::DLL_PREFIX,
-                std::env::consts::DLL_SUFFIX
-            )),
-        };
-        assert!(artifacts.amqtt.is_file(), "no broker binary at {}", artifacts.amqtt.display());
-        assert!(artifacts.hmac_plugin.is_file(), "no plugin library at {}", artifacts.hmac_plugin.display());
-        artifacts
+/// The example plugin, built once for all tests with this test's profile (and the broker with
+/// it: see `amqtt_tests::broker_process`).
+fn hmac_plugin() -> &'static Path {
+    static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
+    PLUGIN.get_or_init(|| {
+        let profile_dir = cargo_build(&["-p", "auth-plugin-hmac"]);
+        let plugin = profile_dir.join(format!(
+            "{}auth_plugin_hmac{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        ));
+        assert!(plugin.is_file(), "no plugin library at {}", plugin.display());
+        plugin
     })
 }
 
@@ -127,7 +99,7 @@ impl Folder {
 
     /// Copies the example plugin into `plugins/`, as the README says.
     fn install_hmac_plugin(&self) {
-        std::fs::copy(&artifacts().hmac_plugin, self.plugins().join("libauth_plugin_hmac.so")).unwrap();
+        std::fs::copy(hmac_plugin(), self.plugins().join("libauth_plugin_hmac.so")).unwrap();
     }
 }
 
@@ -154,81 +126,6 @@ fn compile_c(dir: &Path, file: &str, source: &str) {
     std::fs::remove_file(c_file).unwrap();
 }
 
-/// The `amqtt` binary running on a config file; killed on drop.
-struct Amqtt {
-    child: Child,
-    stderr: Lines<BufReader<ChildStderr>>,
-    /// Every log line read so far.
-    log: Vec<String>,
-}
-
-impl Amqtt {
-    fn start(config: &Path) -> Amqtt {
-        let mut child = Command::new(&artifacts().amqtt)
-            .arg("-c")
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot run amqtt");
-        let stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        Amqtt { child, stderr, log: Vec::new() }
-    }
-
-    /// The first log line satisfying `matches`, among those read so far or those to come.
-    async fn log_line(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
-        if let Some(line) = self.log.iter().find(|line| matches(line)) {
-            return line.clone();
-        }
-        loop {
-            match tokio::time::timeout(WAIT, self.stderr.next_line()).await {
-                Ok(Ok(Some(line))) => {
-                    self.log.push(line.clone());
-                    if matches(&line) {
-                        return line;
-                    }
-                }
-                Ok(_) => panic!("amqtt ended ({:?}) before logging {what}:\n{}", self.child.try_wait(), self.log()),
-                Err(_) => panic!("amqtt logged no {what} within {WAIT:?}:\n{}", self.log()),
-            }
-        }
-    }
-
-    /// A warning about `file` that says `reason`.
-    async fn warning(&mut self, file: &str, reason: &str) -> String {
-        let what = format!("warning about {file} saying {reason:?}");
-        self.log_line(&what, |line| line.contains("WARN") && line.contains(file) && line.contains(reason)).await
-    }
-
-    /// The address of the listener, from the "listening" log line.
-    async fn addr(&mut self) -> SocketAddr {
-        let line = self.log_line("`listening` line", |line| line.contains("listening") && line.contains("addr=")).await;
-        let addr = line.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next());
-        addr.and_then(|addr| addr.trim_matches('"').parse().ok())
-            .unwrap_or_else(|| panic!("no addr=IP:PORT in the log line {line:?}"))
-    }
-
-    /// Waits for the process to end by itself: its exit status and its whole log.
-    async fn exit(mut self) -> (ExitStatus, String) {
-        loop {
-            match tokio::time::timeout(WAIT, self.stderr.next_line()).await {
-                Ok(Ok(Some(line))) => self.log.push(line),
-                Ok(_) => break,
-                Err(_) => panic!("amqtt still running after {WAIT:?}:\n{}", self.log()),
-            }
-        }
-        let status = tokio::time::timeout(WAIT, self.child.wait()).await.expect("amqtt closed stderr but runs on");
-        (status.unwrap(), self.log())
-    }
-
-    fn log(&self) -> String {
-        self.log.join("\n")
-    }
-}
-
 /// The CONNACK code a clean-session client gets with these credentials.
 async fn connack(addr: SocketAddr, username: Option<&str>, password: Option<&str>) -> ConnectReturnCode {
     let connect = amqtt_tests::Connect {
@@ -250,7 +147,7 @@ async fn hmac_plugin_from_the_plugins_folder_lets_in_exactly_the_right_clients()
     let folder = Folder::new("hmac");
     folder.install_hmac_plugin();
     let config = folder.config("auth:\n  plugins: [auth_hmac]\n  hmac-secret: s3cret\n");
-    let mut broker = Amqtt::start(&config);
+    let mut broker = BrokerProcess::start(&config);
     let addr = broker.addr().await;
     broker
         .log_line("`plugin file loaded` line", |line| line.contains("plugin file loaded") && line.contains("auth_hmac"))
@@ -279,7 +176,7 @@ async fn unusable_libraries_in_the_folder_are_skipped_with_a_warning() {
     compile_c(&folder.plugins(), "from_the_future.so", C_WRONG_ABI);
     std::fs::write(folder.plugins().join("garbage.so"), "this is not a shared library\n").unwrap();
     let config = folder.config("auth:\n  plugins: [auth_hmac]\n  hmac-secret: s3cret\n");
-    let mut broker = Amqtt::start(&config);
+    let mut broker = BrokerProcess::start(&config);
     let addr = broker.addr().await;
     let line = broker.warning("from_the_future.so", "built for plugin ABI version 999").await;
     assert!(line.contains("this broker speaks version 1: rebuild it against amqtt-plugin-api"), "{line}");
@@ -293,7 +190,7 @@ async fn c_plugin_built_against_the_header_works_end_to_end() {
     let folder = Folder::new("c");
     compile_c(&folder.plugins(), "letmein.so", C_LETMEIN);
     let config = folder.config("auth:\n  plugins: [c_letmein]\n");
-    let mut broker = Amqtt::start(&config);
+    let mut broker = BrokerProcess::start(&config);
     let addr = broker.addr().await;
     let line = broker.log_line("the plugin's own log line", |line| line.contains("letmein plugin ready")).await;
     assert!(line.contains("INFO") && line.contains("plugin=c_letmein"), "{line}");
@@ -308,9 +205,9 @@ async fn a_library_named_by_path_is_loaded_without_the_plugins_folder() {
     let folder = Folder::new("path");
     let elsewhere = folder.0.join("lib");
     std::fs::create_dir(&elsewhere).unwrap();
-    std::fs::copy(&artifacts().hmac_plugin, elsewhere.join("hmac.so")).unwrap();
+    std::fs::copy(hmac_plugin(), elsewhere.join("hmac.so")).unwrap();
     let config = folder.config("auth:\n  plugins: [lib/hmac.so]\n  hmac-secret: s3cret\n");
-    let mut broker = Amqtt::start(&config);
+    let mut broker = BrokerProcess::start(&config);
     let addr = broker.addr().await;
     assert_eq!(connack(addr, Some("alice"), Some(ALICE_HMAC)).await, ConnectReturnCode::Accepted);
     assert_eq!(connack(addr, Some("alice"), Some("00")).await, ConnectReturnCode::BadUserNameOrPassword);
@@ -321,7 +218,7 @@ async fn a_plugin_nobody_provides_stops_start_up_naming_it_and_the_available_one
     let folder = Folder::new("missing");
     folder.install_hmac_plugin();
     let config = folder.config("auth:\n  plugins: [auth_hmca]\n  hmac-secret: s3cret\n");
-    let (status, log) = Amqtt::start(&config).exit().await;
+    let (status, log) = BrokerProcess::start(&config).exit().await;
     assert!(!status.success(), "amqtt started without the plugin it was told to use:\n{log}");
     let error = log.lines().find(|line| line.contains("auth_hmca")).unwrap_or_else(|| panic!("{log}"));
     assert!(error.contains("auth_hmac") && error.contains("auth_anonymous"), "available plugins not listed: {error}");
@@ -333,7 +230,7 @@ async fn a_plugin_without_its_required_setting_stops_start_up_saying_what_to_set
     let folder = Folder::new("no-secret");
     folder.install_hmac_plugin();
     let config = folder.config("auth:\n  plugins: [auth_hmac]\n");
-    let (status, log) = Amqtt::start(&config).exit().await;
+    let (status, log) = BrokerProcess::start(&config).exit().await;
     assert!(!status.success(), "amqtt started with a plugin that could not be built:\n{log}");
     assert!(log.contains("auth_hmac") && log.contains("set `auth.hmac-secret`"), "{log}");
 }

@@ -49,14 +49,21 @@ struct Client {
     filters: HashMap<ByteString, QoS>,
     /// Deliveries collected while routing one batch, sent as one message at its end.
     pending: Vec<Publish>,
-    /// With persistence, for a persistent client: where each of `pending` is kept.
-    pending_seqs: Vec<u64>,
-    /// The last persistence seq given to a message for this client.
-    last_seq: u64,
+    /// With persistence, for a persistent client only (boxed: every client pays for the field).
+    stored: Option<Box<StoredClient>>,
     /// Since when the session's queue has been over its high-water mark.
     congested_since: Option<Instant>,
     /// Publishers paused because of this client, resumed when it catches up.
     paused_publishers: Vec<Addr<Session>>,
+}
+
+/// What the router keeps for a persistent client when persistence is on.
+#[derive(Default)]
+struct StoredClient {
+    /// Where each delivery of `Client::pending` is kept (0: not kept).
+    pending_seqs: Vec<u64>,
+    /// The last seq given to a message for this client.
+    last_seq: u64,
 }
 
 /// How long a congested subscriber that makes no progress may slow its publishers down (it
@@ -74,8 +81,7 @@ impl Client {
             clean_session,
             filters: HashMap::new(),
             pending: Vec::new(),
-            pending_seqs: Vec::new(),
-            last_seq: 0,
+            stored: None,
             congested_since: None,
             paused_publishers: Vec::new(),
         }
@@ -86,14 +92,18 @@ impl Client {
         self.congested_since.is_some_and(|since| since.elapsed() < STALL_GRACE) && self.session != *publisher
     }
 
-    /// Gives `publish`, about to be delivered to this client, its place in the store when
-    /// this client's session is persistent (QoS 1 and 2 only; 0 otherwise), and records it.
-    fn keep(&mut self, durable: Option<&mut Durable>, publish: &Publish) -> Option<u64> {
-        let durable = durable.filter(|_| !self.clean_session)?;
+    /// Gives `publish`, about to be delivered to this client, its place in the store when this
+    /// client's session is persistent (seq 0, not kept, for QoS 0), and records it.
+    fn keep(&mut self, durable: Option<&mut Durable>, publish: &Publish) {
+        let Some(durable) = durable.filter(|_| !self.clean_session) else { return };
+        let stored = self.stored.get_or_insert_with(Box::default);
         if publish.qos == QoS::AtMostOnce {
-            return Some(0);
+            stored.pending_seqs.push(0);
+            return;
         }
-        self.last_seq += 1;
+        stored.last_seq += 1;
+        let seq = stored.last_seq;
+        stored.pending_seqs.push(seq);
         let message = StoredMessage {
             state: MessageState::Queued,
             qos: publish.qos,
@@ -101,8 +111,7 @@ impl Client {
             topic: publish.topic.clone(),
             payload: publish.payload.clone(),
         };
-        durable.record(Change::MessageSaved { client_id: self.id.clone(), seq: self.last_seq, message });
-        Some(self.last_seq)
+        durable.record(Change::MessageSaved { client_id: self.id.clone(), seq, message });
     }
 
     /// This persistent session as the store keeps it.
@@ -276,9 +285,7 @@ impl Router {
                 pkid: 0,
                 payload: publish.payload.clone(),
             };
-            if let Some(seq) = client.keep(self.durable.as_mut(), &delivery) {
-                client.pending_seqs.push(seq);
-            }
+            client.keep(self.durable.as_mut(), &delivery);
             client.pending.push(delivery);
         }
         self.matched = matched;
@@ -289,7 +296,7 @@ impl Router {
         for slot in mem::take(&mut self.touched).drain(..) {
             if let Some(client) = self.client_mut(slot) {
                 let batch = mem::take(&mut client.pending);
-                let seqs = mem::take(&mut client.pending_seqs);
+                let seqs = client.stored.as_mut().map(|stored| mem::take(&mut stored.pending_seqs)).unwrap_or_default();
                 client.session.do_send(Deliver { batch, seqs });
             }
         }
@@ -437,7 +444,7 @@ impl Handler<Restore> for Router {
         for restored in sessions {
             self.next_generation = self.next_generation.max(restored.generation);
             let mut client = Client::new(restored.client_id, restored.session, restored.generation, false);
-            client.last_seq = restored.last_seq;
+            client.stored = Some(Box::new(StoredClient { pending_seqs: Vec::new(), last_seq: restored.last_seq }));
             let slot = self.insert_client(client);
             for (filter, qos) in restored.subscriptions {
                 self.tree.insert(&filter, slot, qos);
@@ -581,8 +588,9 @@ impl Handler<Subscribe> for Router {
         let mut seqs = Vec::new();
         if let Some(durable) = durable.filter(|_| !client.clean_session) {
             for message in &retained {
-                seqs.extend(client.keep(Some(&mut *durable), message));
+                client.keep(Some(&mut *durable), message);
             }
+            seqs = client.stored.as_mut().map(|stored| mem::take(&mut stored.pending_seqs)).unwrap_or_default();
             let mut changes = vec![client.record(None)];
             changes.append(&mut durable.take_recorded());
             durable.save(changes);
