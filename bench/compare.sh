@@ -4,12 +4,19 @@
 # docs/BENCHMARKS.md: machine, date, commands, one table per scenario, ratios, targets.
 #
 #   bench/compare.sh [--duration SECONDS] [--amqtt] [--brokers "amqtt-rs mosquitto rumqttd"]
-#                    [--out FILE]
+#                    [--scenarios "KEY ..."] [--out FILE]
+#
+# --scenarios runs only the scenarios named (keys: fanin-qos0 fanin-qos1 fanout-qos0 pairs-qos1
+# connections latency-qos0 latency-qos1 pairs-qos1-persistent); a word that is no key selects
+# every key containing it, e.g. "persist", "fanin", "latency".
 #
 # Each scenario gets a fresh broker process on a free port of 127.0.0.1, so that the RSS figures
-# of one scenario are not polluted by the previous one. Missing peers are installed: Mosquitto
-# with apt-get (Debian package, run directly with our config, not as a service), rumqttd with
-# cargo install, aMQTT with pip into target/bench-venv. Every broker started is killed on exit.
+# of one scenario are not polluted by the previous one. pairs-qos1-persistent (subscribers with
+# persistent sessions) runs amqtt-rs three times (persistence off, sync always, sync periodic)
+# and Mosquitto twice (persistence true, false), each store in a fresh directory of
+# target/bench-run. Missing peers are installed: Mosquitto with apt-get (Debian package, run
+# directly with our config, not as a service), rumqttd with cargo install, aMQTT with pip into
+# target/bench-venv. Every broker started is killed on exit.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -18,11 +25,12 @@ root=$PWD
 duration=10
 with_amqtt=false
 brokers="amqtt-rs mosquitto rumqttd"
+only=""
 out=docs/BENCHMARKS.md
 command_line="bench/compare.sh $*"
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 while [ $# -gt 0 ]; do
@@ -32,6 +40,8 @@ while [ $# -gt 0 ]; do
         --amqtt) with_amqtt=true; shift ;;
         --brokers) brokers=$2; shift 2 ;;
         --brokers=*) brokers=${1#*=}; shift ;;
+        --scenarios) only=$2; shift 2 ;;
+        --scenarios=*) only=${1#*=}; shift ;;
         --out) out=$2; shift 2 ;;
         --out=*) out=${1#*=}; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -40,6 +50,48 @@ while [ $# -gt 0 ]; do
 done
 if [ "$with_amqtt" = true ] && [[ " $brokers " != *" aMQTT "* ]]; then
     brokers="$brokers aMQTT"
+fi
+
+# key|amqtt-bench arguments
+scenarios=(
+    "fanin-qos0|fan-in --qos 0"
+    "fanin-qos1|fan-in --qos 1"
+    "fanout-qos0|fan-out"
+    "pairs-qos1|pairs"
+    "connections|connections"
+    "latency-qos0|latency --qos 0"
+    "latency-qos1|latency --qos 1"
+    "pairs-qos1-persistent|pairs --persistent-subscribers"
+)
+if [ -n "$only" ]; then
+    IFS=', ' read -ra words <<<"$only"
+    keys=" ${scenarios[*]%%|*} "
+    # A key selects itself; any other word, every key containing it.
+    selects() { [ "$1" = "$2" ] || { [[ $keys != *" $2 "* ]] && [[ $1 == *"$2"* ]]; }; }
+    for word in "${words[@]}"; do
+        found=false
+        for entry in "${scenarios[@]}"; do
+            if selects "${entry%%|*}" "$word"; then found=true; fi
+        done
+        if [ "$found" = false ]; then
+            echo "compare.sh: --scenarios: \"$word\" selects none of:$keys" >&2
+            exit 2
+        fi
+    done
+    selected=()
+    for entry in "${scenarios[@]}"; do
+        for word in "${words[@]}"; do
+            if selects "${entry%%|*}" "$word"; then
+                selected+=("$entry")
+                break
+            fi
+        done
+    done
+    if [ ${#selected[@]} -eq 0 ]; then
+        echo "compare.sh: --scenarios names no scenario; keys:$keys" >&2
+        exit 2
+    fi
+    scenarios=("${selected[@]}")
 fi
 
 # Thousands of sockets in each broker and in the bench (5 000 idle connections).
@@ -95,6 +147,8 @@ results=$work/results.jsonl
 # Every broker process we started and have not reaped yet.
 started=()
 broker_pid=""
+broker_log=""
+broker_store=""
 cleanup() {
     for pid in "${started[@]+"${started[@]}"}"; do
         kill -KILL "$pid" 2>/dev/null || true
@@ -104,13 +158,29 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Writes NAME's configuration for PORT into $work and starts it; sets broker_pid.
+# Writes NAME's configuration for PORT into $work and starts it; sets broker_pid and broker_log.
+# VARIANT (optional) turns persistence on, with its store in a fresh directory of $work (set in
+# broker_store): amqtt-rs: sync-always or sync-periodic; mosquitto: persistence.
 start_broker() {
-    local name=$1 port=$2 conf log
-    log=$work/$name.log
-    case $name in
-        amqtt-rs)
-            conf=$work/amqtt-rs.yaml
+    local name=$1 port=$2 variant=${3:-} tag conf log store="" persistence
+    tag=$name${variant:+-$variant}
+    log=$work/$tag.log
+    broker_log=$log
+    if [ -n "$variant" ]; then
+        store=$(mktemp -d "$work/$tag-store.XXXXXX")
+    fi
+    broker_store=$store
+    case $name:$variant in
+        amqtt-rs:*)
+            case $variant in
+                "") persistence="" ;;
+                sync-always) persistence="persistence: {enabled: true, path: \"$store/amqtt.redb\", sync: always}" ;;
+                sync-periodic)
+                    persistence="persistence: {enabled: true, path: \"$store/amqtt.redb\", sync: periodic, sync-interval: 1}"
+                    ;;
+                *) echo "compare.sh: unknown amqtt-rs variant $variant" >&2; return 1 ;;
+            esac
+            conf=$work/$tag.yaml
             cat >"$conf" <<EOF
 listeners:
   default:
@@ -120,15 +190,27 @@ max-inflight-messages: 20
 max-queued-messages: 1000
 auth:
   allow-anonymous: true
+$persistence
 EOF
             RUST_LOG=warn "$amqtt_rs" -c "$conf" >>"$log" 2>&1 &
             ;;
-        mosquitto)
-            conf=$work/mosquitto.conf
+        mosquitto:*)
+            case $variant in
+                "") persistence="persistence false" ;;
+                persistence)
+                    persistence=$'persistence true\npersistence_location '"$store/"
+                    # Started as root, Mosquitto runs as its own user, which must write there.
+                    if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then
+                        chown mosquitto "$store"
+                    fi
+                    ;;
+                *) echo "compare.sh: unknown mosquitto variant $variant" >&2; return 1 ;;
+            esac
+            conf=$work/$tag.conf
             cat >"$conf" <<EOF
 listener $port 127.0.0.1
 allow_anonymous true
-persistence false
+$persistence
 max_queued_messages 1000
 max_inflight_messages 20
 set_tcp_nodelay true
@@ -138,7 +220,7 @@ log_type warning
 EOF
             "$mosquitto_bin" -c "$conf" >>"$log" 2>&1 &
             ;;
-        rumqttd)
+        rumqttd:)
             conf=$work/rumqttd.toml
             cat >"$conf" <<EOF
 id = 0
@@ -161,7 +243,7 @@ next_connection_delay_ms = 0
 EOF
             "$rumqttd_bin" -q -c "$conf" >>"$log" 2>&1 &
             ;;
-        aMQTT)
+        aMQTT:)
             conf=$work/amqtt.yaml
             # aMQTT 0.12's default_broker.yaml, on our port.
             cat >"$conf" <<EOF
@@ -180,7 +262,7 @@ EOF
             "$venv/bin/amqtt" -c "$conf" >>"$log" 2>&1 &
             ;;
         *)
-            echo "compare.sh: unknown broker $name" >&2
+            echo "compare.sh: unknown broker $name${variant:+ (variant $variant)}" >&2
             return 1
             ;;
     esac
@@ -211,16 +293,22 @@ stop_broker() {
     broker_pid=""
 }
 
-# key|amqtt-bench arguments
-scenarios=(
-    "fanin-qos0|fan-in --qos 0"
-    "fanin-qos1|fan-in --qos 1"
-    "fanout-qos0|fan-out"
-    "pairs-qos1|pairs"
-    "connections|connections"
-    "latency-qos0|latency --qos 0"
-    "latency-qos1|latency --qos 1"
-)
+# The runs of scenario KEY against BROKER, one per line: variant|label (see start_broker). With
+# persistent subscribers, amqtt-rs runs with persistence off, sync always and sync periodic, and
+# Mosquitto with persistence true and false; the labels name the configuration.
+runs_of() {
+    local key=$1 broker=$2
+    case $key:$broker in
+        pairs-qos1-persistent:amqtt-rs)
+            printf '%s\n' "|amqtt-rs (persistence off)" "sync-always|amqtt-rs (sync always)" \
+                "sync-periodic|amqtt-rs (sync periodic)"
+            ;;
+        pairs-qos1-persistent:mosquitto)
+            printf '%s\n' "persistence|mosquitto (persistence true)" "|mosquitto (persistence false)"
+            ;;
+        *) echo "|$broker" ;;
+    esac
+}
 
 # Scenario by scenario, each broker in turn: whatever else the machine is doing meanwhile
 # disturbs the brokers' figures of one scenario alike, rather than one broker's whole column.
@@ -228,27 +316,33 @@ for entry in "${scenarios[@]}"; do
     key=${entry%%|*}
     args=${entry#*|}
     for broker in $brokers; do
-        port=$("$bench" free-port)
-        echo "== $broker: $key (port $port)" >&2
-        if ! start_broker "$broker" "$port"; then
-            echo "{\"scenario\":\"$key\",\"label\":\"$broker\",\"error\":\"the broker did not start\"}" |
-                tee -a "$results" >&2
+        while IFS='|' read -r variant label; do
+            port=$("$bench" free-port)
+            echo "== $label: $key (port $port)" >&2
+            if ! start_broker "$broker" "$port" "$variant"; then
+                echo "{\"scenario\":\"$key\",\"label\":\"$label\",\"error\":\"the broker did not start\"}" |
+                    tee -a "$results" >&2
+                stop_broker
+                continue
+            fi
+            # shellcheck disable=SC2086 # $args is a list of words
+            if ! line=$("$bench" $args --port "$port" --duration "$duration" --broker-pid "$broker_pid" \
+                --label "$label" --json </dev/null); then
+                line="{\"scenario\":\"$key\",\"label\":\"$label\",\"error\":\"amqtt-bench failed (see above)\"}"
+            fi
+            if ! kill -0 "$broker_pid" 2>/dev/null; then
+                line=${line%\}}
+                line="$line,\"broker_died\":true}"
+                echo "compare.sh: $label died during $key; its log:" >&2
+                tail -20 "$broker_log" >&2
+            fi
             stop_broker
-            continue
-        fi
-        # shellcheck disable=SC2086 # $args is a list of words
-        if ! line=$("$bench" $args --port "$port" --duration "$duration" --broker-pid "$broker_pid" \
-            --label "$broker" --json); then
-            line="{\"scenario\":\"$key\",\"label\":\"$broker\",\"error\":\"amqtt-bench failed (see above)\"}"
-        fi
-        if ! kill -0 "$broker_pid" 2>/dev/null; then
-            line=${line%\}}
-            line="$line,\"broker_died\":true}"
-            echo "compare.sh: $broker died during $key; its log:" >&2
-            tail -20 "$work/$broker.log" >&2
-        fi
-        echo "$line" | tee -a "$results" >&2
-        stop_broker
+            if [ -n "$broker_store" ]; then
+                # What the broker left on disk (after its graceful stop): 0 means it saved nothing.
+                line="${line%\}},\"store_bytes\":$(du -sb "$broker_store" | cut -f1)}"
+            fi
+            echo "$line" | tee -a "$results" >&2
+        done < <(runs_of "$key" "$broker")
     done
 done
 
@@ -286,6 +380,9 @@ if [ -x "$venv/bin/pip" ] && [[ " $brokers " == *" aMQTT "* ]]; then
 fi
 export BENCH_CONFIGS
 BENCH_CONFIGS=$work
+# Where the persistence scenario's stores were: its figures depend on that disk's fsync.
+export BENCH_STORE
+BENCH_STORE=$(df -PT "$work" | awk 'NR == 2 { print $2 " on " $1 }')
 
 mkdir -p "$(dirname "$out")"
 python3 "$root/bench/report.py" "$results" "$out"

@@ -55,6 +55,36 @@ FLOW_ROWS = [
     ("other processes (CPUs)", "other_load", "f2", None),
 ]
 
+# The persistence scenario: one row per broker configuration (the labels bench/compare.sh gives
+# them), what of the messages acknowledged to their publishers a crash leaves, and the peer the
+# ratios use.
+PERSISTENT = "pairs-qos1-persistent"
+PERSISTENCE_BASELINE = "mosquitto (persistence true)"
+PERSISTENCE_RUNS = [
+    ("amqtt-rs (persistence off)", "none (memory only)"),
+    ("amqtt-rs (sync always)", "all: on disk before the PUBACK"),
+    ("amqtt-rs (sync periodic)", "all but the last `sync-interval` (1 s)"),
+    ("mosquitto (persistence true)", "all but those since the last autosave (up to 1800 s)"),
+    ("mosquitto (persistence false)", "none (memory only)"),
+    ("rumqttd", "none (no disk persistence)"),
+    ("aMQTT", "none (memory only)"),
+]
+PERSISTENCE_DESCRIPTION = (
+    "The pairs of \"Pairs, QoS 1\" (50 publisher/subscriber pairs on distinct topics, QoS 1 both ways, "
+    "window 64 per publisher), but every subscriber has a persistent session (clean session 0, a fixed "
+    "client id: `amqtt-bench pairs --persistent-subscribers`), so that each message is stored for its "
+    "subscriber. amqtt-rs runs with persistence off, with `persistence: {enabled: true, sync: always}` and "
+    "with `{enabled: true, sync: periodic, sync-interval: 1}`; Mosquitto with `persistence true` "
+    "(`persistence_location` a fresh directory, `autosave_interval` at its default, 1800 s) and with "
+    "`persistence false`; rumqttd as in the other scenarios: it has no disk persistence.")
+PERSISTENCE_GUARANTEES = (
+    "With `sync: always` a publisher receives PUBACK only once the message stored for the persistent "
+    "subscriber is on disk (one fsync shared by the publishers of a batch), so a crash or a power cut loses "
+    "no acknowledged message; with `sync: periodic` the same commits are synced every `sync-interval`, so "
+    "a crash may lose what was acknowledged in the last interval (a graceful stop loses nothing). Mosquitto "
+    "with `persistence true` keeps its state in memory and saves it to its file only every "
+    "`autosave_interval` and at shutdown: a crash loses everything since the last save.")
+
 CONNECTION_ROWS = [
     ("connections/s", "connections_per_s", "int", "high"),
     ("connected", "connections", "int", None),
@@ -101,6 +131,27 @@ def ratio(a, b):
     return f"{a / b:.2f}"
 
 
+def notes(results, scenario, brokers):
+    """What went wrong or disturbed a scenario's runs, one Markdown bullet each."""
+    out = []
+    for b in brokers:
+        r = results.get((scenario, b))
+        if r is None:
+            out.append(f"- {b}: no result.")
+            continue
+        if r.get("error"):
+            out.append(f"- {b}: error: {r['error']}")
+        if r.get("broker_died"):
+            out.append(f"- {b}: the broker process died during the scenario.")
+        load = r.get("other_load")
+        if isinstance(load, (int, float)) and load > BUSY:
+            out.append(f"- {b}: other processes used {load:.2f} CPUs during this scenario: its figures are "
+                       "disturbed.")
+        if r.get("out_of_order"):
+            out.append(f"- {b}: {r['out_of_order']:,} deliveries out of order or duplicated.")
+    return out
+
+
 def table(results, scenario, brokers, rows):
     peers = [b for b in brokers if b != OURS]
     header = ["", *brokers] + ([f"{OURS} ÷ {p}" for p in peers] if OURS in brokers else [])
@@ -112,23 +163,39 @@ def table(results, scenario, brokers, rows):
             ours = values[brokers.index(OURS)]
             cells += [ratio(ours, values[brokers.index(p)]) for p in peers]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = []
-    for b in brokers:
-        r = results.get((scenario, b))
-        if r is None:
-            notes.append(f"- {b}: no result.")
-            continue
-        if r.get("error"):
-            notes.append(f"- {b}: error: {r['error']}")
-        if r.get("broker_died"):
-            notes.append(f"- {b}: the broker process died during the scenario.")
-        load = r.get("other_load")
-        if isinstance(load, (int, float)) and load > BUSY:
-            notes.append(f"- {b}: other processes used {load:.2f} CPUs during this scenario: its figures are "
-                         "disturbed.")
-        if r.get("out_of_order"):
-            notes.append(f"- {b}: {r['out_of_order']:,} deliveries out of order or duplicated.")
-    return "\n".join(lines + ([""] + notes if notes else []))
+    problems = notes(results, scenario, brokers)
+    return "\n".join(lines + ([""] + problems if problems else []))
+
+
+def persistence_table(results):
+    """One row per broker configuration that ran the persistence scenario, in PERSISTENCE_RUNS order."""
+    known = [label for label, _ in PERSISTENCE_RUNS]
+    ran = [label for scenario, label in results if scenario == PERSISTENT]
+    labels = [label for label in known if label in ran] + [label for label in ran if label not in known]
+    survives = dict(PERSISTENCE_RUNS)
+    base = results.get((PERSISTENT, PERSISTENCE_BASELINE))
+    columns = [("delivered msg/s", "rate", "int"), ("lost", "lost", "int"),
+               ("latency p50 (ms)", lambda r: ms(r.get("p50_us")), "ms"),
+               ("latency p99 (ms)", lambda r: ms(r.get("p99_us")), "ms"),
+               ("broker CPU s per M msgs", "broker_cpu_s_per_million", "f2"),
+               ("broker peak RSS (MiB)", lambda r: mib(r.get("broker_peak_rss_kib")), "f1"),
+               ("other processes (CPUs)", "other_load", "f2")]
+    ratios = [("msg/s", "rate"), ("p99", lambda r: r.get("p99_us"))]
+    header = ["broker, configuration", "acknowledged messages a crash leaves", *(c[0] for c in columns),
+              *(f"{name} ÷ {PERSISTENCE_BASELINE}" for name, _ in ratios)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label in labels:
+        r = results.get((PERSISTENT, label))
+        cells = [label, survives.get(label, "?")] + [fmt(value(r, key), kind) for _, key, kind in columns]
+        cells += [ratio(value(r, key), value(base, key)) for _, key in ratios]
+        lines.append("| " + " | ".join(cells) + " |")
+    problems = notes(results, PERSISTENT, labels)
+    for label in labels:
+        stored = (results.get((PERSISTENT, label)) or {}).get("store_bytes")
+        if isinstance(stored, int) and stored <= 4096:
+            problems.append(f"- {label}: its store directory holds {stored:,} bytes after the run: the broker "
+                            "did not save its state there (see its log in target/bench-run).")
+    return "\n".join(lines + ([""] + problems if problems else []))
 
 
 def targets(results, brokers):
@@ -262,16 +329,31 @@ def main():
                "(until deliveries stop for 1 s, 30 s at most). Latency is end to end, from the publisher's "
                "write to the subscriber's read, on one clock.")
     out.append("")
-    out.append("## Targets (issue #4)")
-    out.append("")
-    out.append(targets(results, brokers))
-    out.append("")
+    # A run of some scenarios only (compare.sh --scenarios) reports those.
+    ran = {scenario for scenario, _ in results}
+    if ran & {"fanin-qos0", "fanin-qos1", "fanout-qos0", "pairs-qos1", "connections", "latency-qos0",
+              "latency-qos1"}:
+        out.append("## Targets (issue #4)")
+        out.append("")
+        out.append(targets(results, brokers))
+        out.append("")
     for key, title, description in SCENARIOS:
+        if key not in ran:
+            continue
         out.append(f"## {title}")
         out.append("")
         out.append(description)
         out.append("")
         out.append(table(results, key, brokers, CONNECTION_ROWS if key == "connections" else FLOW_ROWS))
+        out.append("")
+    if PERSISTENT in ran:
+        out.append("## Persistence")
+        out.append("")
+        out.append(PERSISTENCE_DESCRIPTION + f" The stores were on {env('BENCH_STORE', '?')}.")
+        out.append("")
+        out.append(persistence_table(results))
+        out.append("")
+        out.append(PERSISTENCE_GUARANTEES)
         out.append("")
     with open(out_path, "w") as f:
         f.write("\n".join(out).rstrip("\n") + "\n")

@@ -33,12 +33,18 @@ pub struct Conn {
 impl Conn {
     /// TCP connect, CONNECT (clean session), and wait for a CONNACK accepting it.
     pub async fn connect(addr: SocketAddr, client_id: &str) -> anyhow::Result<Conn> {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::connect_inner(addr, client_id))
+        Self::connect_with(addr, client_id, true).await
+    }
+
+    /// The same with the clean-session flag given: `false` asks for a persistent session, which
+    /// the broker keeps (subscriptions, queued QoS 1/2 messages) while the client is away.
+    pub async fn connect_with(addr: SocketAddr, client_id: &str, clean_session: bool) -> anyhow::Result<Conn> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::connect_inner(addr, client_id, clean_session))
             .await
             .with_context(|| format!("{client_id}: no CONNACK within {HANDSHAKE_TIMEOUT:?}"))?
     }
 
-    async fn connect_inner(addr: SocketAddr, client_id: &str) -> anyhow::Result<Conn> {
+    async fn connect_inner(addr: SocketAddr, client_id: &str, clean_session: bool) -> anyhow::Result<Conn> {
         let stream = TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
         stream.set_nodelay(true)?;
         // Small at first: the idle-connections scenario holds thousands of these.
@@ -46,7 +52,7 @@ impl Conn {
         let connect = Packet::Connect(amqtt_protocol::Connect {
             protocol_name: ByteString::from_static(PROTOCOL_NAME),
             protocol_level: PROTOCOL_LEVEL,
-            clean_session: true,
+            clean_session,
             keep_alive: KEEP_ALIVE_SECS,
             client_id: ByteString::from(client_id.to_owned()),
             will: None,

@@ -69,6 +69,9 @@ pub struct FlowSpec {
     pub deliveries_per_message: u64,
     /// Messages per second per publisher; `None` = as fast as flow control allows.
     pub rate: Option<u32>,
+    /// Subscribers connect with clean session 0 (a fixed client id per subscriber), so that the
+    /// broker stores each message for them: what persistence costs.
+    pub persistent_subscribers: bool,
 }
 
 /// The knobs every scenario shares.
@@ -131,11 +134,16 @@ pub async fn run(spec: &FlowSpec, settings: &Settings) -> anyhow::Result<Report>
     let id = |role: &str, i: usize| format!("bench-{}-{}-{role}{i}", settings.run_id, spec.scenario);
 
     // Subscribers first (all subscribed before anyone publishes), then publishers.
+    let persistent = spec.persistent_subscribers;
     let mut subscribers = Vec::with_capacity(spec.subscribers.len());
     for (i, filter) in spec.subscribers.iter().enumerate() {
         let (addr, client_id, filter, qos) = (settings.addr, id("s", i), filter.clone(), spec.qos);
         subscribers.push(tokio::spawn(async move {
-            let mut conn = Conn::connect(addr, &client_id).await?;
+            if persistent {
+                // A clean connection first discards whatever session a client of that id left.
+                Conn::connect(addr, &client_id).await?.disconnect().await;
+            }
+            let mut conn = Conn::connect_with(addr, &client_id, !persistent).await?;
             conn.subscribe(&filter, qos).await?;
             anyhow::Ok(conn)
         }));
@@ -237,6 +245,22 @@ pub async fn run(spec: &FlowSpec, settings: &Settings) -> anyhow::Result<Report>
     let (broker, usage) = monitor.finish().await;
     for conn in conns {
         conn.disconnect().await;
+    }
+    if persistent {
+        // Leave the broker as we found it: a clean connection ends each persistent session.
+        let cleanups: Vec<_> = (0..spec.subscribers.len())
+            .map(|i| {
+                let (addr, client_id) = (settings.addr, id("s", i));
+                tokio::spawn(async move {
+                    if let Ok(conn) = Conn::connect(addr, &client_id).await {
+                        conn.disconnect().await;
+                    }
+                })
+            })
+            .collect();
+        for task in cleanups {
+            let _ = task.await;
+        }
     }
 
     let delivered = shared.delivered.load(Ordering::Relaxed);

@@ -2,8 +2,8 @@
 //! (tokio, `TCP_NODELAY`, batched writes, the `amqtt-protocol` codec) so that the client is not
 //! the bottleneck; it reports its own CPU time beside the broker's.
 //!
-//! Scenarios: `fan-in`, `fan-out`, `pairs`, `connections`, `latency`; `all` runs them one after
-//! the other against one broker, `smoke` runs them all for 1 s each and fails when one delivered
+//! Scenarios: `fan-in`, `fan-out`, `pairs` (also with persistent subscribers), `connections`,
+//! `latency`; `all` runs them one after the other against one broker, `smoke` runs them all for 1 s each and fails when one delivered
 //! nothing or when `pairs` lost a QoS 1 message. `bench/compare.sh` runs them against amqtt-rs,
 //! Mosquitto and rumqttd and writes docs/BENCHMARKS.md.
 
@@ -64,6 +64,11 @@ enum Command {
         common: Common,
         #[arg(long, default_value_t = 50)]
         pairs: usize,
+        /// Subscribers connect with clean session 0 and a fixed client id, so that the broker
+        /// stores every message for them (scenario `pairs-qos1-persistent`): with persistence on,
+        /// each one is written to disk.
+        #[arg(long)]
+        persistent_subscribers: bool,
     },
     /// Idle connections: connect rate, then broker RSS per connection.
     Connections {
@@ -166,7 +171,7 @@ fn parse_qos(s: &str) -> Result<QoS, String> {
 enum Scenario {
     FanIn { qos: QoS, publishers: usize },
     FanOut { subscribers: usize },
-    Pairs { pairs: usize },
+    Pairs { pairs: usize, persistent: bool },
     Connections { count: usize, concurrency: usize },
     Latency { qos: QoS, publishers: usize, rate: u32 },
 }
@@ -177,10 +182,12 @@ impl Scenario {
             Scenario::FanIn { qos: QoS::AtMostOnce, publishers: 4 },
             Scenario::FanIn { qos: QoS::AtLeastOnce, publishers: 4 },
             Scenario::FanOut { subscribers: 100 },
-            Scenario::Pairs { pairs: 50 },
+            Scenario::Pairs { pairs: 50, persistent: false },
             Scenario::Connections { count: conn.count, concurrency: conn.concurrency },
             Scenario::Latency { qos: QoS::AtMostOnce, publishers: 4, rate: 1000 },
             Scenario::Latency { qos: QoS::AtLeastOnce, publishers: 4, rate: 1000 },
+            // Last: the sessions it creates do not weigh on the others when they share a broker.
+            Scenario::Pairs { pairs: 50, persistent: true },
         ]
     }
 
@@ -193,6 +200,7 @@ impl Scenario {
             subscribers,
             deliveries_per_message: per,
             rate,
+            persistent_subscribers: false,
         };
         Some(match *self {
             Scenario::FanIn { qos, publishers } => spec(
@@ -211,14 +219,17 @@ impl Scenario {
                 subscribers as u64,
                 None,
             ),
-            Scenario::Pairs { pairs } => spec(
-                "pairs-qos1".to_owned(),
-                QoS::AtLeastOnce,
-                (0..pairs).map(|i| format!("{root}/pair/{i}")).collect(),
-                (0..pairs).map(|i| format!("{root}/pair/{i}")).collect(),
-                1,
-                None,
-            ),
+            Scenario::Pairs { pairs, persistent } => FlowSpec {
+                persistent_subscribers: persistent,
+                ..spec(
+                    if persistent { "pairs-qos1-persistent" } else { "pairs-qos1" }.to_owned(),
+                    QoS::AtLeastOnce,
+                    (0..pairs).map(|i| format!("{root}/pair/{i}")).collect(),
+                    (0..pairs).map(|i| format!("{root}/pair/{i}")).collect(),
+                    1,
+                    None,
+                )
+            },
             Scenario::Latency { qos, publishers, rate } => spec(
                 format!("latency-qos{}", qos as u8),
                 qos,
@@ -268,7 +279,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             (common, qos.into_iter().map(|qos| Scenario::FanIn { qos, publishers }).collect(), false)
         }
         Command::FanOut { common, subscribers } => (common, vec![Scenario::FanOut { subscribers }], false),
-        Command::Pairs { common, pairs } => (common, vec![Scenario::Pairs { pairs }], false),
+        Command::Pairs { common, pairs, persistent_subscribers } => {
+            (common, vec![Scenario::Pairs { pairs, persistent: persistent_subscribers }], false)
+        }
         Command::Connections { common, conn } => {
             (common, vec![Scenario::Connections { count: conn.count, concurrency: conn.concurrency }], false)
         }
@@ -336,7 +349,7 @@ fn smoke_failures(report: &Report) -> Vec<String> {
     } else if report.delivered == 0 {
         failures.push(format!("{name}: nothing delivered"));
     }
-    if name == "pairs-qos1" && report.lost > 0 {
+    if name.starts_with("pairs-qos1") && report.lost > 0 {
         failures.push(format!("{name}: {} acknowledged QoS 1 messages lost", report.lost));
     }
     if let Some(error) = &report.error {

@@ -197,3 +197,63 @@ async fn session_expiry_removes_sessions_in_memory_and_in_the_store() {
     assert!(!present, "expired in the store too");
     broker.stop();
 }
+
+/// The `amqtt` process stopped with SIGTERM and started again on the same file: the retained
+/// message, the persistent subscription and the messages queued for it meanwhile are back.
+#[tokio::test]
+async fn state_survives_a_sigterm_restart_of_the_process() {
+    use amqtt_tests::broker_process::BrokerProcess;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("amqtt.yaml");
+    std::fs::write(
+        &config,
+        "listeners:\n  default:\n    bind: 127.0.0.1:0\nplugins: [auth_anonymous]\npersistence:\n  enabled: true\n  \
+         sync: periodic\n  sync-interval: 60\n",
+    )
+    .unwrap();
+    let mut broker = BrokerProcess::start(&config);
+    let a = broker.addr().await;
+    let (mut subscriber, _) = TestClient::connect(a, "returning", false).await;
+    subscriber.subscribe(&[("inbox/#", QoS::AtLeastOnce)]).await;
+    subscriber.disconnect().await;
+    let (mut publisher, _) = TestClient::connect(a, "sender", true).await;
+    publisher.publish("status", b"up", QoS::AtLeastOnce, true).await;
+    publisher.publish("inbox/1", b"while you were away", QoS::AtLeastOnce, false).await;
+    // Periodic sync with a long interval: only the graceful stop writes this to disk.
+    let (status, log) = broker.terminate().await;
+    assert!(status.success(), "exit status {status}:\n{log}");
+    assert!(log.contains("persistence: everything saved"), "{log}");
+
+    let mut broker = BrokerProcess::start(&config);
+    let a = broker.addr().await;
+    let (mut subscriber, present) = TestClient::connect(a, "returning", false).await;
+    assert!(present);
+    let queued = subscriber.recv_publish().await;
+    assert_eq!((topic(&queued), text(&queued)), ("inbox/1", "while you were away"));
+    subscriber.ack(&queued).await;
+    subscriber.subscribe(&[("status", QoS::AtLeastOnce)]).await;
+    let retained = subscriber.recv_publish().await;
+    assert_eq!((topic(&retained), text(&retained), retained.retain), ("status", "up", true));
+    subscriber.ack(&retained).await;
+}
+
+/// A file that is not a store of this broker stops start-up with a message naming the file and
+/// saying what to do; the file is left as it was.
+#[test]
+fn a_corrupt_store_stops_start_up_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    std::fs::write(&path, b"this is not a database, but somebody's notes").unwrap();
+    let yaml = format!(
+        "listeners:\n  default:\n    bind: 127.0.0.1:0\npersistence:\n  enabled: true\n  path: {}\n",
+        path.display()
+    );
+    let (config, _) = Config::from_yaml_str(&yaml, None).unwrap();
+    let error = match Broker::new(config).workers(1).start() {
+        Ok(_) => panic!("started on a corrupt store"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"this is not a database, but somebody's notes");
+}
