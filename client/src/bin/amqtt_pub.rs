@@ -148,6 +148,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Err(error)
         }
         None => {
+            // Interrupted: read no more, but give what is already in flight a moment to be
+            // confirmed (a second signal does not wait), so that what was sent is not
+            // reported unconfirmed merely because its PUBACK was on the way.
+            tokio::select! {
+                _ = tokio::time::timeout(SIGNAL_GRACE, pipeline.wait_until(0)) => {}
+                () = signals.recv() => {}
+            }
             let unconfirmed = pipeline.unconfirmed().await + source.remaining();
             drop(pipeline);
             client.disconnect().await?;
@@ -155,6 +162,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+/// How long an interrupted `amqtt_pub` waits for the confirmations of what it already sent.
+const SIGNAL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The exit status after SIGINT / SIGTERM: success only if nothing taken from the input was
 /// left unconfirmed.
