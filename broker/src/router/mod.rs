@@ -358,8 +358,7 @@ impl Handler<Register> for Router {
             if was_persistent && !resume {
                 durable.save(vec![Change::SessionRemoved { client_id: client.id.clone() }]);
             }
-            if !msg.clean_session {
-                // Saved again below, empty, if the old subscriptions do not carry over.
+            if resume {
                 durable.save(vec![client.record(None)]);
             }
         }
