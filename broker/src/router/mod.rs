@@ -114,6 +114,11 @@ impl Client {
         durable.record(Change::MessageSaved { client_id: self.id.clone(), seq, message });
     }
 
+    /// The seqs of `pending` (see `StoredClient`), for the `Deliver` that takes `pending`.
+    fn take_pending_seqs(&mut self) -> Vec<u64> {
+        self.stored.as_mut().map(|stored| mem::take(&mut stored.pending_seqs)).unwrap_or_default()
+    }
+
     /// This persistent session as the store keeps it.
     fn record(&self, disconnected_at: Option<u64>) -> Change {
         let subscriptions = self.filters.iter().map(|(filter, qos)| (filter.clone(), *qos)).collect();
@@ -296,7 +301,7 @@ impl Router {
         for slot in mem::take(&mut self.touched).drain(..) {
             if let Some(client) = self.client_mut(slot) {
                 let batch = mem::take(&mut client.pending);
-                let seqs = client.stored.as_mut().map(|stored| mem::take(&mut stored.pending_seqs)).unwrap_or_default();
+                let seqs = client.take_pending_seqs();
                 client.session.do_send(Deliver { batch, seqs });
             }
         }
@@ -364,10 +369,10 @@ impl Handler<Register> for Router {
         }
         if !resume {
             self.clear_subscriptions(slot);
-            if let (Some(durable), Some(client)) =
-                (self.durable.as_mut(), self.clients.get(slot as usize).and_then(Option::as_ref))
-            {
-                if !client.clean_session {
+            // A new persistent session starts empty, in the store too.
+            let client = self.clients.get(slot as usize).and_then(Option::as_ref);
+            if let (Some(durable), Some(client)) = (self.durable.as_mut(), client) {
+                if !msg.clean_session {
                     durable.save(vec![client.record(None)]);
                 }
             }
@@ -589,7 +594,7 @@ impl Handler<Subscribe> for Router {
             for message in &retained {
                 client.keep(Some(&mut *durable), message);
             }
-            seqs = client.stored.as_mut().map(|stored| mem::take(&mut stored.pending_seqs)).unwrap_or_default();
+            seqs = client.take_pending_seqs();
             let mut changes = vec![client.record(None)];
             changes.append(&mut durable.take_recorded());
             durable.save(changes);
