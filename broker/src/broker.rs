@@ -19,10 +19,11 @@ use crate::config::PersistenceSync;
 use crate::config::{Config, ConfigError, ListenerConfig, ListenerKind};
 use crate::listener::Listener;
 use crate::plugins::{self, BrokerApi, PluginHost, PluginSetupError};
-use crate::router::{Durable, Restore, RestoredSession};
+use crate::router::{Durable, Marks, Restore, RestoredSession};
 use crate::router::{Router, RouterSettings};
 use crate::session::Session;
-use crate::session::{Limits, SessionSettings, SessionShared};
+use crate::session::{Limits, SessionSettings, SessionShared, TopicLimits};
+use crate::shutdown::GracefulStop;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::storage::{RedbStore, Snapshot, StorageHandle, StorageWriter, Store, StoreError};
 use crate::transport::tls::TlsListener;
@@ -97,6 +98,7 @@ impl Broker {
                     listeners: started.listeners,
                     stats: started.stats,
                     plugins: started.plugins,
+                    graceful_stop: Some(started.graceful_stop),
                 })
             }
             Ok(Err(error)) => {
@@ -116,6 +118,7 @@ struct Started {
     listeners: Vec<BoundListener>,
     stats: Arc<Stats>,
     plugins: Arc<PluginHost>,
+    graceful_stop: GracefulStop,
 }
 
 fn run_system(config: Config, workers: usize, ready: mpsc::Sender<Result<Started, BrokerError>>) {
@@ -180,10 +183,15 @@ fn start_actors(
 
     let stats = Arc::new(Stats::default());
     let router_arbiter = Arbiter::try_new().map_err(BrokerError::Threads)?;
-    let router_settings = RouterSettings { max_subscriptions_per_client: config.max_subscriptions_per_client };
+    let router_settings = RouterSettings {
+        max_subscriptions_per_client: config.max_subscriptions_per_client,
+        max_queued_messages: config.max_queued_messages,
+    };
     let router_stats = stats.clone();
     let router_plugins = plugins.clone();
     let retained = snapshot.retained;
+    // Right as soon as `start` returns, although the router restores them on its own thread.
+    stats.set_retained(retained.len());
     let router = Router::start_in_arbiter(&router_arbiter.handle(), move |_| {
         let mut router = Router::new(router_settings, router_stats, router_plugins, durable);
         router.restore_retained(retained);
@@ -211,8 +219,10 @@ fn start_actors(
             keep_alive_grace: config.timeout_disconnect_delay,
             max_packet_size: config.max_packet_size,
             max_queued_messages: config.max_queued_messages,
+            topic_limits: TopicLimits::new(config.max_topic_length, config.max_topic_levels),
         },
         limits: Limits::new(config.max_inflight_messages, config.max_queued_messages),
+        admission_step: Marks::new(config.max_queued_messages).step,
         storage: storage.clone(),
         session_expiry: config.session_expiry_interval,
         router: router.clone(),
@@ -240,6 +250,7 @@ fn start_actors(
     }
 
     let mut listeners = Vec::with_capacity(sockets.len());
+    let mut acceptors = Vec::with_capacity(sockets.len());
     for ((listener, socket), tls) in sockets.into_iter().zip(tls) {
         let addr = socket.local_addr().map_err(|source| BrokerError::Bind {
             name: listener.name.clone(),
@@ -247,15 +258,18 @@ fn start_actors(
             source,
         })?;
         listeners.push(BoundListener { name: listener.name.clone(), addr });
-        Listener::new(listener.name.clone(), socket, workers.clone(), sessions.clone(), listener.max_connections)
-            .with_tls(tls)
-            .with_websocket(
-                (listener.kind == ListenerKind::Ws).then(|| Arc::new(WebSocketListener::new(&listener.name))),
-            )
-            .start();
+        let acceptor =
+            Listener::new(listener.name.clone(), socket, workers.clone(), sessions.clone(), listener.max_connections)
+                .with_tls(tls)
+                .with_websocket(
+                    (listener.kind == ListenerKind::Ws).then(|| Arc::new(WebSocketListener::new(&listener.name))),
+                )
+                .start();
+        acceptors.push(acceptor);
     }
+    let graceful_stop = GracefulStop { acceptors, router: router.clone(), stats: stats.clone() };
     plugins.emit(Event::BrokerStarted { broker: Arc::new(BrokerApi { router, stats: stats.clone() }) });
-    Ok(Started { system: System::current(), listeners, stats, plugins })
+    Ok(Started { system: System::current(), listeners, stats, plugins, graceful_stop })
 }
 
 /// The TLS side of a tcp or ws listener with `ssl: on`, its files loaded; None without TLS.
@@ -283,6 +297,8 @@ pub struct RunningBroker {
     listeners: Vec<BoundListener>,
     stats: Arc<Stats>,
     plugins: Arc<PluginHost>,
+    /// Taken by the first stop.
+    graceful_stop: Option<GracefulStop>,
 }
 
 impl RunningBroker {
@@ -300,7 +316,9 @@ impl RunningBroker {
         self.stats.snapshot()
     }
 
-    /// Stops accepting, closes every connection and waits for the broker's threads to end.
+    /// Stops gracefully and waits for the broker's threads to end: closes the listeners, lets
+    /// every connection take what was already routed to it (for at most a few seconds: see
+    /// `shutdown`), closes them, and saves what persistence has pending.
     pub fn stop(mut self) {
         self.shutdown();
     }
@@ -316,7 +334,17 @@ impl RunningBroker {
         if let Some(thread) = self.thread.take() {
             info!("broker stopping");
             self.plugins.emit(Event::BrokerStopping);
-            self.system.stop();
+            let spawned = match self.graceful_stop.take() {
+                // Not Send (actor futures): built on the system's own thread.
+                Some(stop) => self.system.arbiter().spawn_fn(move || {
+                    actix_rt::spawn(stop.run());
+                }),
+                None => false,
+            };
+            if !spawned {
+                // The system has ended already (or is ending): nothing left to drain.
+                self.system.stop();
+            }
             let _ = thread.join();
             info!("broker stopped");
         }

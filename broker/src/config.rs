@@ -21,6 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use amqtt_protocol::MAX_TOPIC_LEN;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, Unexpected, Visitor};
 use serde::Deserialize;
 use yaml_serde::{Mapping, Value};
@@ -63,6 +64,10 @@ pub struct Config {
     pub max_queued_messages: usize,
     /// `max-subscriptions-per-client`; 0 = unlimited.
     pub max_subscriptions_per_client: usize,
+    /// `max-topic-length`: longest topic name or filter accepted, in bytes.
+    pub max_topic_length: usize,
+    /// `max-topic-levels`: most `/`-separated levels in a topic name or filter.
+    pub max_topic_levels: usize,
     pub auth: AuthConfig,
     pub topic_check: TopicCheckConfig,
     /// aMQTT's top-level `plugins` key: a list of plugin names (0.10/0.11), or a mapping of
@@ -151,6 +156,37 @@ pub struct AuthConfig {
     pub plugins: Option<Vec<String>>,
     /// The whole section (`allow-anonymous`, `password-file`, ...), as every auth plugin sees it.
     pub settings: Value,
+    /// `max-failed-logins`, `failed-login-window`, `failed-login-ban`: read by the broker itself.
+    pub failed_logins: FailedLoginLimit,
+}
+
+/// How many failed logins an address may have before it is refused for a while (see
+/// `plugins::failed_logins`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailedLoginLimit {
+    /// `max-failed-logins` within `window` bans the address; 0 = no limit.
+    pub max_failures: u32,
+    pub window: Duration,
+    pub ban: Duration,
+}
+
+impl FailedLoginLimit {
+    /// The section's keys that belong to the broker, not to a plugin.
+    pub const KEYS: [&'static str; 6] = [
+        "max-failed-logins",
+        "max_failed_logins",
+        "failed-login-window",
+        "failed_login_window",
+        "failed-login-ban",
+        "failed_login_ban",
+    ];
+}
+
+impl Default for FailedLoginLimit {
+    /// 10 failures within a minute: a minute's ban.
+    fn default() -> Self {
+        FailedLoginLimit { max_failures: 10, window: Duration::from_secs(60), ban: Duration::from_secs(60) }
+    }
 }
 
 /// aMQTT's `topic-check` section.
@@ -247,6 +283,8 @@ impl Config {
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_subscriptions_per_client: 10_000,
+            max_topic_length: MAX_TOPIC_LEN,
+            max_topic_levels: 128,
             auth: AuthConfig::default(),
             topic_check: TopicCheckConfig::default(),
             plugins: None,
@@ -304,11 +342,18 @@ fn parse(yaml: &str, base_dir: Option<&Path>, origin: &str) -> Result<(Config, V
     if let Some(n) = top.max_subscriptions_per_client {
         config.max_subscriptions_per_client = n.to_usize();
     }
+    if let Some(n) = top.max_topic_length {
+        config.max_topic_length = n.to_usize();
+    }
+    if let Some(n) = top.max_topic_levels {
+        config.max_topic_levels = n.to_usize();
+    }
     // The plugins validate the rest of these sections: which keys belong where depends on
     // which plugins are enabled.
     if let Some(auth) = top.auth {
         let chain: RawChain = deserialize_at(&auth, "auth", origin, &mut Vec::new())?;
-        config.auth = AuthConfig { plugins: chain.plugins, settings: auth };
+        let limit: RawFailedLoginLimit = deserialize_at(&auth, "auth", origin, &mut Vec::new())?;
+        config.auth = AuthConfig { plugins: chain.plugins, failed_logins: limit.resolve(), settings: auth };
     }
     if let Some(check) = top.topic_check {
         let chain: RawChain = deserialize_at(&check, "topic-check", origin, &mut Vec::new())?;
@@ -581,10 +626,17 @@ struct RawTop {
     max_packet_size: Option<Bounded<1, MAX_PACKET_SIZE_LIMIT>>,
     #[serde(rename = "max-inflight-messages", alias = "max_inflight_messages")]
     max_inflight_messages: Option<Bounded<1, 65535>>,
+    /// At least 1: every message to a client passes through its queue, so 0 would drop them all.
     #[serde(rename = "max-queued-messages", alias = "max_queued_messages")]
-    max_queued_messages: Option<Bounded<0, { i64::MAX }>>,
+    max_queued_messages: Option<Bounded<1, { i64::MAX }>>,
     #[serde(rename = "max-subscriptions-per-client", alias = "max_subscriptions_per_client")]
     max_subscriptions_per_client: Option<Bounded<0, { i64::MAX }>>,
+    /// Above 65535 a topic could not be sent at all (its length prefix is 16 bits).
+    #[serde(rename = "max-topic-length", alias = "max_topic_length")]
+    max_topic_length: Option<Bounded<1, { MAX_TOPIC_LEN as i64 }>>,
+    /// A 65535-byte topic of slashes alone has 65536 levels: a larger limit would be no limit.
+    #[serde(rename = "max-topic-levels", alias = "max_topic_levels")]
+    max_topic_levels: Option<Bounded<1, { MAX_TOPIC_LEN as i64 + 1 }>>,
     /// Read by the `broker_sys` plugin; declared here so that it is not reported as unknown.
     #[serde(alias = "sys-interval")]
     #[allow(dead_code)]
@@ -666,6 +718,29 @@ impl<'de> Deserialize<'de> for SyncKind {
 struct RawChain {
     plugins: Option<Vec<String>>,
     enabled: Option<Flag>,
+}
+
+/// The keys of `auth` that the broker reads itself: failed-login rate limiting.
+#[derive(Deserialize)]
+#[serde(expecting = "a mapping of auth settings")]
+struct RawFailedLoginLimit {
+    #[serde(rename = "max-failed-logins", alias = "max_failed_logins")]
+    max_failed_logins: Option<Bounded<0, { u32::MAX as i64 }>>,
+    #[serde(rename = "failed-login-window", alias = "failed_login_window")]
+    failed_login_window: Option<Seconds<false>>,
+    #[serde(rename = "failed-login-ban", alias = "failed_login_ban")]
+    failed_login_ban: Option<Seconds<false>>,
+}
+
+impl RawFailedLoginLimit {
+    fn resolve(self) -> FailedLoginLimit {
+        let default = FailedLoginLimit::default();
+        FailedLoginLimit {
+            max_failures: self.max_failed_logins.map_or(default.max_failures, |n| n.0 as u32),
+            window: self.failed_login_window.map_or(default.window, |Seconds(window)| window),
+            ban: self.failed_login_ban.map_or(default.ban, |Seconds(ban)| ban),
+        }
+    }
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -1127,6 +1202,7 @@ topic-check:
         assert_eq!(config.max_inflight_messages, 20);
         assert_eq!(config.max_queued_messages, 1000);
         assert_eq!(config.max_subscriptions_per_client, 10_000);
+        assert_eq!((config.max_topic_length, config.max_topic_levels), (65535, 128));
         assert_eq!(config.plugins, None);
         assert_eq!(config.base_dir, None);
         assert!(config.check_supported().is_ok());
@@ -1293,6 +1369,8 @@ max_packet_size: 1000
 max_inflight_messages: 5
 max_queued_messages: 6
 max_subscriptions_per_client: 8
+max_topic_length: 10
+max_topic_levels: 11
 sys-interval: 9
 auth:
   allow_anonymous: false
@@ -1309,6 +1387,7 @@ topic_check:
         assert_eq!(config.max_inflight_messages, 5);
         assert_eq!(config.max_queued_messages, 6);
         assert_eq!(config.max_subscriptions_per_client, 8);
+        assert_eq!((config.max_topic_length, config.max_topic_levels), (10, 11));
         assert_eq!(config.root["sys-interval"], Value::from(9));
         assert_eq!(config.auth.settings["allow_anonymous"], Value::Bool(false));
         assert!(config.topic_check.enabled);
@@ -1320,16 +1399,19 @@ topic_check:
 connect-timeout: 2.5
 max-packet-size: 268435460
 max-inflight-messages: 65535
-max-queued-messages: 0
+max-queued-messages: 1
 max-subscriptions-per-client: 0
+max-topic-length: 65535
+max-topic-levels: 65536
 sys_interval: 0
 ";
         let (config, _) = load(yaml);
         assert_eq!(config.connect_timeout, Duration::from_millis(2500));
         assert_eq!(config.max_packet_size, 268_435_460);
         assert_eq!(config.max_inflight_messages, 65535);
-        assert_eq!(config.max_queued_messages, 0);
+        assert_eq!(config.max_queued_messages, 1);
         assert_eq!(config.max_subscriptions_per_client, 0);
+        assert_eq!((config.max_topic_length, config.max_topic_levels), (65535, 65536));
         // No `listeners` key: aMQTT's default listener.
         assert_eq!(config.listeners, Config::default().listeners);
     }
@@ -1427,7 +1509,14 @@ topic-check:
                 "max-inflight-messages",
                 "invalid value 65536: use an integer from 1 to 65535",
             ),
-            ("max-queued-messages: -3", "max-queued-messages", "invalid value -3: use 0 or a positive integer"),
+            ("max-queued-messages: -3", "max-queued-messages", "invalid value -3: use an integer of at least 1"),
+            ("max-queued-messages: 0", "max-queued-messages", "invalid value 0: use an integer of at least 1"),
+            ("max-topic-length: 0", "max-topic-length", "invalid value 0: use an integer from 1 to 65535"),
+            ("max_topic_length: 65536", "max_topic_length", "invalid value 65536: use an integer from 1 to 65535"),
+            ("max-topic-length: long", "max-topic-length", "invalid type: string \"long\", expected an integer"),
+            ("max-topic-levels: 0", "max-topic-levels", "invalid value 0: use an integer from 1 to 65536"),
+            ("max_topic_levels: -1", "max_topic_levels", "invalid value -1: use an integer from 1 to 65536"),
+            ("max-topic-levels: 65537", "max-topic-levels", "invalid value 65537: use an integer from 1 to 65536"),
             (
                 "max-subscriptions-per-client: many",
                 "max-subscriptions-per-client",

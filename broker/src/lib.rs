@@ -20,6 +20,7 @@ mod listener;
 mod plugins;
 mod router;
 mod session;
+mod shutdown;
 mod stats;
 // Persistence (issue 8): built and tested on its own; the router and sessions use it next.
 mod storage;

@@ -1,10 +1,15 @@
 //! A listener: accepts connections on one bound socket and starts a session for each, spread
 //! round-robin over the worker arbiters (one per core). On a TLS listener the worker that will
 //! own the session does the handshake first, so the listener never waits on a client.
+//!
+//! [`StopAccepting`] closes the listening socket at once, so that from then on a new connection
+//! is refused (the first step of a graceful shutdown).
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -14,7 +19,7 @@ use actix::prelude::*;
 use actix_rt::ArbiterHandle;
 use futures_util::Stream;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::session::{ConnectionPermit, Session, SessionShared};
 use crate::transport::tls::TlsListener;
@@ -24,9 +29,13 @@ use crate::transport::websocket::WebSocketListener;
 /// listener does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// The listening socket, shared by the listener and the stream of its connections, so that
+/// [`StopAccepting`] closes it there and then rather than whenever the actor's context goes.
+type Socket = Rc<RefCell<Option<TcpListener>>>;
+
 pub struct Listener {
     name: String,
-    socket: Option<TcpListener>,
+    socket: Socket,
     workers: Arc<[ArbiterHandle]>,
     next_worker: usize,
     sessions: Arc<SessionShared>,
@@ -48,7 +57,7 @@ impl Listener {
     ) -> Self {
         Listener {
             name,
-            socket: Some(socket),
+            socket: Rc::new(RefCell::new(Some(socket))),
             workers,
             next_worker: 0,
             sessions,
@@ -129,9 +138,23 @@ impl Actor for Listener {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(socket) = self.socket.take() {
-            ctx.add_stream(Incoming(socket));
+        ctx.add_stream(Incoming(self.socket.clone()));
+    }
+}
+
+/// Close the listening socket and stop: new connections are refused from then on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAccepting;
+
+impl Handler<StopAccepting> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, _: StopAccepting, ctx: &mut Self::Context) {
+        if self.socket.borrow_mut().take().is_some() {
+            info!(listener = %self.name, "listener closed: no new connections");
         }
+        ctx.stop();
     }
 }
 
@@ -147,13 +170,16 @@ impl StreamHandler<io::Result<(TcpStream, SocketAddr)>> for Listener {
     }
 }
 
-/// The accepted connections of a listening socket, as a stream.
-struct Incoming(TcpListener);
+/// The accepted connections of a listening socket, as a stream that ends once it is closed.
+struct Incoming(Socket);
 
 impl Stream for Incoming {
     type Item = io::Result<(TcpStream, SocketAddr)>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_accept(cx).map(Some)
+        match &*self.0.borrow() {
+            Some(socket) => socket.poll_accept(cx).map(Some),
+            None => Poll::Ready(None),
+        }
     }
 }

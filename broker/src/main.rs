@@ -77,8 +77,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let signals = Signals::install().context("cannot install signal handlers")?;
     let broker = Broker::new(config).start()?;
     info!(version = env!("CARGO_PKG_VERSION"), "amqtt broker started");
-    signals.wait();
-    info!("signal received: shutting down");
+    let signal = signals.wait();
+    // Graceful: the listeners close, connections take what was routed to them, persistence
+    // saves; bounded, so a service manager's stop timeout is met whatever the clients do.
+    info!(signal, "signal received: shutting down");
     broker.stop();
     Ok(())
 }
@@ -101,14 +103,14 @@ impl Signals {
         Ok(Signals { runtime, terminate, interrupt })
     }
 
-    /// Blocks until SIGINT or SIGTERM.
-    fn wait(self) {
+    /// Blocks until SIGINT or SIGTERM; returns its name.
+    fn wait(self) -> &'static str {
         let Signals { runtime, mut terminate, mut interrupt } = self;
         runtime.block_on(async {
             tokio::select! {
-                _ = terminate.recv() => {}
-                _ = interrupt.recv() => {}
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
             }
-        });
+        })
     }
 }

@@ -7,9 +7,11 @@
 //! thread's tally to the shared atomics once per flush and when its connection or actor ends
 //! ([`Stats::publish_local`]). Since every handler that changes a figure ends with one of
 //! those, a figure is exact as soon as the handler is done, and never counts anything twice.
-//! Events that happen once per connection (connected, disconnected, parked) update the shared
-//! atomics directly; the router, one actor, stores the totals it keeps (retained messages,
-//! subscriptions).
+//! Events that happen once per connection or once per packet (connected, disconnected, parked,
+//! a limit that closes a connection or refuses a SUBSCRIBE's filters) update the shared atomics
+//! directly; the router, one actor, stores the totals it keeps (retained messages,
+//! subscriptions). Messages dropped from full queues can come at the rate of a flood, so they are
+//! tallied per thread like the per-message figures.
 //!
 //! The in-flight and queued gauges can read negative for a moment (a message queued on one
 //! thread and acknowledged on another after a takeover, each tally published at its own pace);
@@ -43,6 +45,13 @@ pub struct Stats {
     protocol_errors: AtomicU64,
     publisher_pauses: AtomicU64,
     retained_messages: AtomicUsize,
+    logins_failed: AtomicU64,
+    logins_rate_limited: AtomicU64,
+    packets_too_large: AtomicU64,
+    connect_timeouts: AtomicU64,
+    subscriptions_refused: AtomicU64,
+    topics_too_long: AtomicU64,
+    topic_levels_exceeded: AtomicU64,
 }
 
 impl Default for Stats {
@@ -68,6 +77,13 @@ impl Default for Stats {
             protocol_errors: AtomicU64::new(0),
             publisher_pauses: AtomicU64::new(0),
             retained_messages: AtomicUsize::new(0),
+            logins_failed: AtomicU64::new(0),
+            logins_rate_limited: AtomicU64::new(0),
+            packets_too_large: AtomicU64::new(0),
+            connect_timeouts: AtomicU64::new(0),
+            subscriptions_refused: AtomicU64::new(0),
+            topics_too_long: AtomicU64::new(0),
+            topic_levels_exceeded: AtomicU64::new(0),
         }
     }
 }
@@ -89,10 +105,30 @@ pub struct StatsSnapshot {
     pub tls_handshake_failures: u64,
     /// Messages to clients dropped because a session's queue was full.
     pub messages_dropped: u64,
-    /// Connections closed for malformed input or a protocol violation.
+    /// Connections closed for malformed input or a protocol violation (a packet over
+    /// `max-packet-size` included: see `packets_too_large`).
     pub protocol_errors: u64,
+    /// Connections closed because a packet's fixed header announced more than `max-packet-size`.
+    pub packets_too_large: u64,
+    /// Connections closed because no CONNECT (on a `ws` listener: no upgrade request) came within
+    /// `connect-timeout`. A TLS handshake that does not finish in time counts in
+    /// `tls_handshake_failures` instead.
+    pub connect_timeouts: u64,
+    /// Filters of SUBSCRIBE packets answered 0x80 because the client already had
+    /// `max-subscriptions-per-client` subscriptions.
+    pub subscriptions_refused: u64,
+    /// Topics longer than `max-topic-length` bytes: a PUBLISH or a will topic (the connection is
+    /// closed), or a SUBSCRIBE filter (answered 0x80).
+    pub topics_too_long: u64,
+    /// Topics of more than `max-topic-levels` levels, counted like `topics_too_long`.
+    pub topic_levels_exceeded: u64,
     /// Times a publisher was paused because a subscriber of its messages fell behind.
     pub publisher_pauses: u64,
+    /// CONNECTs refused by the auth chain (wrong password, unknown user, anonymous not allowed).
+    pub logins_failed: u64,
+    /// CONNECTs refused unchecked because their address had too many failed logins of late
+    /// (`auth.max-failed-logins`); not counted in `logins_failed`.
+    pub logins_rate_limited: u64,
     pub retained_messages: usize,
     /// Subscriptions of every client, connected or not (one per client and filter).
     pub subscriptions: usize,
@@ -124,7 +160,14 @@ impl Stats {
             messages_dropped: self.messages_dropped.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
             publisher_pauses: self.publisher_pauses.load(Relaxed),
+            logins_failed: self.logins_failed.load(Relaxed),
+            logins_rate_limited: self.logins_rate_limited.load(Relaxed),
             retained_messages: self.retained_messages.load(Relaxed),
+            packets_too_large: self.packets_too_large.load(Relaxed),
+            connect_timeouts: self.connect_timeouts.load(Relaxed),
+            subscriptions_refused: self.subscriptions_refused.load(Relaxed),
+            topics_too_long: self.topics_too_long.load(Relaxed),
+            topic_levels_exceeded: self.topic_levels_exceeded.load(Relaxed),
             subscriptions: self.subscriptions.load(Relaxed),
             bytes_received: self.bytes_received.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
@@ -162,6 +205,12 @@ impl Stats {
             inflight_stored: s.queued,
             retained_messages: s.retained_messages as u64,
             subscriptions: s.subscriptions as u64,
+            messages_dropped: s.messages_dropped,
+            packets_too_large: s.packets_too_large,
+            connect_timeouts: s.connect_timeouts,
+            subscriptions_refused: s.subscriptions_refused,
+            topics_too_long: s.topics_too_long,
+            topic_levels_exceeded: s.topic_levels_exceeded,
         }
     }
 
@@ -179,6 +228,7 @@ impl Stats {
             add(&self.bytes_sent, local.bytes_sent.take());
             add(&self.packets_sent, local.packets_sent.take());
             add(&self.publish_sent, local.publish_sent.take());
+            add(&self.messages_dropped, local.dropped.take());
             add_signed(&self.inflight_in, local.inflight_in.take());
             add_signed(&self.inflight_out, local.inflight_out.take());
             add_signed(&self.queued, local.queued.take());
@@ -215,12 +265,43 @@ impl Stats {
         self.tls_handshake_failures.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn message_dropped(&self) {
-        self.messages_dropped.fetch_add(1, Relaxed);
-    }
-
     pub(crate) fn protocol_error(&self) {
         self.protocol_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A connection is closed for a packet over `max-packet-size`; once per connection.
+    pub(crate) fn packet_too_large(&self) {
+        self.packets_too_large.fetch_add(1, Relaxed);
+    }
+
+    /// A connection is closed for not sending CONNECT in time; once per connection.
+    pub(crate) fn connect_timed_out(&self) {
+        self.connect_timeouts.fetch_add(1, Relaxed);
+    }
+
+    /// `count` filters of one SUBSCRIBE refused by `max-subscriptions-per-client`.
+    pub(crate) fn subscriptions_refused(&self, count: u64) {
+        add(&self.subscriptions_refused, count);
+    }
+
+    /// `count` topics of one packet over `max-topic-length`.
+    pub(crate) fn topics_too_long(&self, count: u64) {
+        add(&self.topics_too_long, count);
+    }
+
+    /// `count` topics of one packet over `max-topic-levels`.
+    pub(crate) fn topic_levels_exceeded(&self, count: u64) {
+        add(&self.topic_levels_exceeded, count);
+    }
+
+    /// The auth chain refused a CONNECT; once per connection.
+    pub(crate) fn login_failed(&self) {
+        self.logins_failed.fetch_add(1, Relaxed);
+    }
+
+    /// A CONNECT was refused by failed-login rate limiting; once per connection.
+    pub(crate) fn login_rate_limited(&self) {
+        self.logins_rate_limited.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn publisher_paused(&self) {
@@ -262,6 +343,7 @@ struct Local {
     bytes_sent: Cell<u64>,
     packets_sent: Cell<u64>,
     publish_sent: Cell<u64>,
+    dropped: Cell<u64>,
     inflight_in: Cell<i64>,
     inflight_out: Cell<i64>,
     queued: Cell<i64>,
@@ -277,6 +359,7 @@ thread_local! {
             bytes_sent: Cell::new(0),
             packets_sent: Cell::new(0),
             publish_sent: Cell::new(0),
+            dropped: Cell::new(0),
             inflight_in: Cell::new(0),
             inflight_out: Cell::new(0),
             queued: Cell::new(0),
@@ -309,6 +392,14 @@ pub(crate) fn count_sent(bytes: usize, publish: bool) {
         bump(&local.bytes_sent, bytes as u64);
         bump(&local.packets_sent, 1);
         bump(&local.publish_sent, u64::from(publish));
+    });
+}
+
+/// A message for a client dropped because its queue was full (`max-queued-messages`).
+pub(crate) fn count_dropped() {
+    LOCAL.with(|local| {
+        local.dirty.set(true);
+        bump(&local.dropped, 1);
     });
 }
 
@@ -350,6 +441,8 @@ mod tests {
         inflight_in_changed(-1);
         outbound_changed(3, 5);
         outbound_changed(-1, -2);
+        count_dropped();
+        count_dropped();
         assert_eq!(stats.snapshot(), StatsSnapshot::default(), "nothing shared before publishing");
         stats.publish_local();
         stats.publish_local();
@@ -357,6 +450,7 @@ mod tests {
         assert_eq!((s.bytes_received, s.packets_received, s.publish_received), (100, 3, 2));
         assert_eq!((s.bytes_sent, s.packets_sent, s.publish_sent), (44, 2, 1));
         assert_eq!((s.inflight_in, s.inflight_out, s.queued), (1, 2, 3));
+        assert_eq!(s.messages_dropped, 2);
     }
 
     #[test]

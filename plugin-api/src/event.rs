@@ -154,4 +154,16 @@ pub struct BrokerStats {
     pub inflight_stored: u64,
     pub retained_messages: u64,
     pub subscriptions: u64,
+    /// Messages to clients dropped because a client's queue was full (`max-queued-messages`).
+    pub messages_dropped: u64,
+    /// Connections closed for a packet over `max-packet-size`.
+    pub packets_too_large: u64,
+    /// Connections closed for not sending CONNECT within `connect-timeout`.
+    pub connect_timeouts: u64,
+    /// SUBSCRIBE filters refused by `max-subscriptions-per-client`.
+    pub subscriptions_refused: u64,
+    /// Topics (PUBLISH, will, SUBSCRIBE filter) over `max-topic-length`.
+    pub topics_too_long: u64,
+    /// Topics over `max-topic-levels`.
+    pub topic_levels_exceeded: u64,
 }

@@ -56,10 +56,18 @@ pub struct BrokerProcess {
 
 impl BrokerProcess {
     pub fn start(config: &Path) -> BrokerProcess {
-        let mut child = Command::new(amqtt_binary())
-            .arg("-c")
-            .arg(config)
-            .env_remove("RUST_LOG")
+        BrokerProcess::start_logging(config, &[], None)
+    }
+
+    /// Like [`BrokerProcess::start`], with more command-line arguments (`-d`) and `RUST_LOG`
+    /// set to `rust_log` (unset when None).
+    pub fn start_logging(config: &Path, args: &[&str], rust_log: Option<&str>) -> BrokerProcess {
+        let mut command = Command::new(amqtt_binary());
+        command.arg("-c").arg(config).args(args).env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -85,6 +93,22 @@ impl BrokerProcess {
                 }
                 Ok(_) => panic!("amqtt ended ({:?}) before logging {what}:\n{}", self.child.try_wait(), self.log()),
                 Err(_) => panic!("amqtt logged no {what} within {WAIT:?}:\n{}", self.log()),
+            }
+        }
+    }
+
+    /// Runs `work` while reading the broker's log as it comes, so that a broker that logs a lot
+    /// (a line or two per connection of a flood) does not block on a full stderr pipe.
+    pub async fn logging_while<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                // Cancel safe: a line half read is kept for the next call.
+                line = self.stderr.next_line() => match line {
+                    Ok(Some(line)) => self.log.push(line),
+                    _ => return work.await,
+                },
             }
         }
     }
@@ -127,9 +151,35 @@ impl BrokerProcess {
 
     /// Stops the broker as a service manager would (SIGTERM) and waits for it to end.
     pub async fn terminate(self) -> (ExitStatus, String) {
-        let pid = self.child.id().expect("amqtt already ended");
-        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        assert!(status.is_ok_and(|status| status.success()), "cannot send SIGTERM to amqtt");
+        self.signal("TERM");
         self.exit().await
+    }
+
+    /// Sends the broker the signal `name` (`TERM`, `INT`...), without waiting for anything.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status();
+        assert!(status.is_ok_and(|status| status.success()), "cannot send SIG{name} to amqtt");
+    }
+
+    /// Whether the process is still running (it may be shutting down).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("amqtt already ended")
+    }
+
+    /// The broker's resident memory (VmRSS), in KiB, as the kernel reports it (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("no /proc/PID/status");
+        let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("no VmRSS in /proc/PID/status");
+        line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmRSS is not a number of kB")
+    }
+
+    /// How many file descriptors the broker has open (Linux): sockets, its store, its log pipe.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("no /proc/PID/fd").count()
     }
 }

@@ -3,11 +3,12 @@
 //! test controls every byte and flag it sends.
 //!
 //! Modules: [`raw`] builds packets byte by byte, [`process`] runs the interop peers as child
-//! processes.
+//! processes, [`session_ops`] is the op model of the session fuzzing (target and test).
 
 pub mod broker_process;
 pub mod process;
 pub mod raw;
+pub mod session_ops;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

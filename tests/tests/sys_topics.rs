@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use amqtt_tests::*;
 
 /// Every topic of one tick, in the order the plugin publishes them.
-const TICK: [&str; 23] = [
+const TICK: [&str; 29] = [
     "load/bytes/received",
     "load/bytes/sent",
     "messages/received",
@@ -33,6 +33,12 @@ const TICK: [&str; 23] = [
     "heap/maximum",
     "cpu/percent",
     "cpu/maximum",
+    "publish/messages/dropped",
+    "limits/packet-size/exceeded",
+    "limits/connect-timeout/exceeded",
+    "limits/subscriptions/exceeded",
+    "limits/topic-length/exceeded",
+    "limits/topic-levels/exceeded",
 ];
 
 /// Statistics every second.

@@ -8,17 +8,22 @@
 
 mod dynamic;
 mod events;
+mod failed_logins;
 pub(crate) mod setup;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Instant;
 
 use amqtt_plugin_api::{Action, Answer, AuthPlugin, ClientInfo, Event, TopicCheckPlugin};
 use futures_util::FutureExt;
-use tracing::error;
+use tracing::{debug, error};
+
+use crate::stats::Stats;
 
 pub(crate) use events::{BrokerApi, EventBus};
+use failed_logins::FailedLogins;
 pub use setup::PluginSetupError;
 
 // The built-in plugins register themselves with `inventory`; naming the crates makes sure the
@@ -37,6 +42,8 @@ struct Named<T: ?Sized> {
 /// Everything the sessions and the router ask of plugins.
 pub(crate) struct PluginHost {
     auth: Vec<Named<dyn AuthPlugin>>,
+    /// Addresses refused before the auth chain runs, for failing too often.
+    failed_logins: FailedLogins,
     /// None when `topic-check` is not enabled: then nothing is checked at all.
     topic_checks: Option<Vec<Named<dyn TopicCheckPlugin>>>,
     events: EventBus,
@@ -48,7 +55,8 @@ pub(crate) enum AuthOutcome {
     Accepted,
     /// A plugin denied a client that gave a username: CONNACK 0x04.
     BadCredentials,
-    /// Denied otherwise, or nobody had an opinion: CONNACK 0x05.
+    /// Denied otherwise, or nobody had an opinion, or the address had too many failed logins
+    /// of late: CONNACK 0x05.
     NotAuthorized,
 }
 
@@ -72,14 +80,25 @@ impl PluginHost {
     /// credential, so it counts as one more Allow in the chain: such a client needs no password
     /// and no plugin's Allow, but a plugin that denies it (a password file that lists the user,
     /// with a password the client did not give) still refuses it.
+    ///
+    /// An address with too many failed logins of late is refused before any plugin is asked
+    /// (see `failed_logins`); every refusal by the chain counts as a failed login.
     pub(crate) fn authenticate(
         self: &Arc<Self>,
         client: Arc<ClientInfo>,
         password: Option<bytes::Bytes>,
         certificate_vouches: bool,
+        stats: &Arc<Stats>,
     ) -> impl Future<Output = AuthOutcome> + 'static {
         let host = self.clone();
+        let stats = stats.clone();
         async move {
+            let ip = client.peer.ip();
+            if host.failed_logins.is_banned(ip, Instant::now()) {
+                stats.login_rate_limited();
+                debug!(peer = %client.peer, client_id = %client.client_id, "too many failed logins: refused unchecked");
+                return AuthOutcome::NotAuthorized;
+            }
             let mut answers = Vec::with_capacity(host.auth.len() + 1);
             if certificate_vouches {
                 answers.push(Answer::Allow);
@@ -88,12 +107,17 @@ impl PluginHost {
                 let call = plugin.authenticate(&client, password.as_deref());
                 answers.push(guarded(name, "authenticate", call).await);
             }
-            match combine(answers) {
+            let outcome = match combine(answers) {
                 Answer::Allow => AuthOutcome::Accepted,
                 // Only an explicit Deny of a client that gave a username is about its credentials.
                 Answer::Deny if client.username.is_some() => AuthOutcome::BadCredentials,
                 _ => AuthOutcome::NotAuthorized,
+            };
+            if outcome != AuthOutcome::Accepted {
+                stats.login_failed();
+                host.failed_logins.failed(ip, Instant::now());
             }
+            outcome
         }
     }
 

@@ -22,8 +22,9 @@ use tracing::{info, warn};
 
 use super::dynamic::{self, DynamicPlugin};
 use super::events::{Dispatcher, EventBus};
+use super::failed_logins::FailedLogins;
 use super::{Named, PluginHost};
-use crate::config::Config;
+use crate::config::{Config, FailedLoginLimit};
 
 /// aMQTT 0.12 plugins whose work the broker does itself (its logging): accepted and skipped.
 const BUILT_INTO_THE_BROKER: &[&str] =
@@ -222,8 +223,12 @@ pub(crate) fn build_host(config: &Config) -> Result<(Arc<PluginHost>, Option<Dis
         "plugins enabled"
     );
     let (events, dispatcher) = EventBus::new(chains.events);
-    let host =
-        PluginHost { auth: chains.auth, topic_checks: topic_checks_enabled.then_some(chains.topic_checks), events };
+    let host = PluginHost {
+        auth: chains.auth,
+        failed_logins: FailedLogins::new(config.auth.failed_logins),
+        topic_checks: topic_checks_enabled.then_some(chains.topic_checks),
+        events,
+    };
     Ok((Arc::new(host), dispatcher))
 }
 
@@ -279,7 +284,7 @@ fn build_chain(
         }
     }
     for key in unknown.unwrap_or_default() {
-        if key != "plugins" && key != "enabled" {
+        if key != "plugins" && key != "enabled" && !FailedLoginLimit::KEYS.contains(&key.as_str()) {
             warn!(key = %format!("{path}.{key}"), plugins = %enabled.join(", "), "setting not used by any enabled plugin");
         }
     }

@@ -55,6 +55,9 @@ impl Durable {
     /// Ends a batch: submits what it changed, and says when `answer` may go out.
     pub(crate) fn finish_batch(&mut self, answer: Option<(Addr<Session>, Routed)>) -> Answer {
         let changes = std::mem::take(&mut self.changes);
+        if answer.is_none() && changes.is_empty() {
+            return Answer::Now(None);
+        }
         let must_wait = self.wait_for_commit && answer.is_some() && !changes.is_empty();
         if !must_wait && self.waiting.is_empty() {
             self.storage.submit(changes);

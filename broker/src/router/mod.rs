@@ -9,27 +9,31 @@
 //! id, tells the previous owner to step down on a takeover [MQTT-3.1.4-2], and hands the state
 //! of a persistent session from the old actor to the new one.
 
+mod admission;
 mod durable;
 mod retained;
+mod shutdown;
 mod subscriptions;
 
 use std::collections::HashMap;
 use std::mem;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use amqtt_plugin_api::Event;
 use amqtt_protocol::{ByteString, Publish, QoS, SubscribeFilter, SubscribeReturnCode};
 use bytes::Bytes;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::plugins::PluginHost;
-use crate::session::{Deliver, Resume, Routed, Session, SessionState, SubscribeDone, TakeOver, UnsubscribeDone};
+use crate::session::{Deliver, Drain, Routed, Session, SessionState, SubscribeDone, TakeOver, UnsubscribeDone};
 use crate::stats::Stats;
 use crate::storage::{Change, MessageState, SessionRecord, StoredMessage};
+use admission::{Backlog, Clock, ParkedRoute, ParkedRoutes};
+pub(crate) use admission::{Marks, Progress};
 pub(crate) use durable::Durable;
 use retained::RetainedStore;
+pub(crate) use shutdown::Shutdown;
 use subscriptions::{Slot, Subscriber, SubscriptionTree};
 
 /// Settings the router enforces.
@@ -37,6 +41,8 @@ use subscriptions::{Slot, Subscriber, SubscriptionTree};
 pub struct RouterSettings {
     /// Subscriptions one client may hold; 0 means unlimited.
     pub max_subscriptions_per_client: usize,
+    /// The sessions' queue limit, from which admission control derives its marks.
+    pub max_queued_messages: usize,
 }
 
 struct Client {
@@ -51,10 +57,7 @@ struct Client {
     pending: Vec<Publish>,
     /// With persistence, for a persistent client only (boxed: every client pays for the field).
     stored: Option<Box<StoredClient>>,
-    /// Since when the session's queue has been over its high-water mark.
-    congested_since: Option<Instant>,
-    /// Publishers paused because of this client, resumed when it catches up.
-    paused_publishers: Vec<Addr<Session>>,
+    backlog: Backlog,
 }
 
 /// What the router keeps for a persistent client when persistence is on.
@@ -66,12 +69,6 @@ struct StoredClient {
     last_seq: u64,
 }
 
-/// How long a congested subscriber that makes no progress may slow its publishers down (it
-/// reports progress while it drains). One still stuck after this is treated as stalled: its
-/// messages are queued and dropped by its own queue policy instead, so one stuck client cannot
-/// hold back everybody publishing to it.
-const STALL_GRACE: Duration = Duration::from_secs(2);
-
 impl Client {
     fn new(id: ByteString, session: Addr<Session>, generation: u64, clean_session: bool) -> Self {
         Client {
@@ -82,14 +79,14 @@ impl Client {
             filters: HashMap::new(),
             pending: Vec::new(),
             stored: None,
-            congested_since: None,
-            paused_publishers: Vec::new(),
+            backlog: Backlog::default(),
         }
     }
 
-    /// Whether routing to this client should slow `publisher` down.
-    fn holds_back(&self, publisher: &Addr<Session>) -> bool {
-        self.congested_since.is_some_and(|since| since.elapsed() < STALL_GRACE) && self.session != *publisher
+    /// Sends a batch of deliveries to the session, counting it in the backlog.
+    fn deliver(&mut self, batch: Vec<Publish>, seqs: Vec<u64>) {
+        self.backlog.sent(batch.len());
+        self.session.do_send(Deliver { batch, seqs });
     }
 
     /// Gives `publish`, about to be delivered to this client, its place in the store when this
@@ -124,13 +121,6 @@ impl Client {
         let subscriptions = self.filters.iter().map(|(filter, qos)| (filter.clone(), *qos)).collect();
         Change::SessionSaved { client_id: self.id.clone(), record: SessionRecord { subscriptions, disconnected_at } }
     }
-
-    fn resume_publishers(&mut self) {
-        self.congested_since = None;
-        for publisher in self.paused_publishers.drain(..) {
-            publisher.do_send(Resume);
-        }
-    }
 }
 
 pub struct Router {
@@ -150,6 +140,14 @@ pub struct Router {
     // Scratch space reused for every batch, so routing allocates nothing per message.
     matched: Vec<Subscriber>,
     touched: Vec<Slot>,
+    /// Admission control (see `admission`): batches waiting for room at a subscriber.
+    parked: ParkedRoutes,
+    marks: Marks,
+    clock: Clock,
+    /// Retries the parked batches once a full subscriber may count as stalled.
+    stall_timer: Option<SpawnHandle>,
+    /// The broker is shutting down (see `shutdown`): nothing more is routed.
+    stopping: bool,
 }
 
 impl Router {
@@ -160,6 +158,7 @@ impl Router {
         durable: Option<Durable>,
     ) -> Self {
         Router {
+            marks: Marks::new(settings.max_queued_messages),
             settings,
             stats,
             plugins,
@@ -172,6 +171,10 @@ impl Router {
             next_generation: 0,
             matched: Vec::new(),
             touched: Vec::new(),
+            parked: ParkedRoutes::default(),
+            clock: Clock::new(),
+            stall_timer: None,
+            stopping: false,
         }
     }
 
@@ -202,18 +205,19 @@ impl Router {
         slot
     }
 
-    fn remove_client(&mut self, slot: Slot) {
-        if let Some(mut client) = self.clients.get_mut(slot as usize).and_then(Option::take) {
+    fn remove_client(&mut self, slot: Slot, ctx: &mut Context<Self>) {
+        if let Some(client) = self.clients.get_mut(slot as usize).and_then(Option::take) {
             if let Some(durable) = self.durable.as_mut().filter(|_| !client.clean_session) {
                 durable.save(vec![Change::SessionRemoved { client_id: client.id.clone() }]);
             }
-            client.resume_publishers();
             for filter in client.filters.keys() {
                 self.tree.remove(filter, slot);
             }
             self.stats.set_subscriptions(self.tree.len());
             self.by_id.remove(&client.id);
             self.free_slots.push(slot);
+            // Whatever waited for it goes on without it.
+            self.retry_parked(ctx);
         }
     }
 
@@ -234,30 +238,9 @@ impl Router {
         self.stats.set_subscriptions(self.tree.len());
     }
 
-    /// Matches one message and queues its deliveries. Returns whether `publisher` should pause
-    /// because a subscriber is congested.
-    fn route(&mut self, publish: Publish, publisher: Option<&Addr<Session>>) -> bool {
-        let mut hold_back = false;
-        if publish.retain {
-            if self.plugins.events().interests().retained {
-                let topic = publish.topic.to_string();
-                self.plugins.emit(if publish.payload.is_empty() {
-                    Event::RetainedCleared { topic }
-                } else {
-                    Event::RetainedSet { topic, payload: publish.payload.clone() }
-                });
-            }
-            if let Some(durable) = &mut self.durable {
-                let topic = publish.topic.clone();
-                durable.record(if publish.payload.is_empty() {
-                    Change::RetainedCleared { topic }
-                } else {
-                    Change::RetainedSet { topic, qos: publish.qos, payload: publish.payload.clone() }
-                });
-            }
-            self.retained.set(publish.clone());
-            self.stats.set_retained(self.retained.len());
-        }
+    /// Matches one message and queues its deliveries, unless a subscriber has no room for it
+    /// and `publisher` must wait (see `admission`): then nothing is done and false returned.
+    fn route(&mut self, publish: &Publish, publisher: Option<&Addr<Session>>) -> bool {
         let mut matched = mem::take(&mut self.matched);
         matched.clear();
         self.tree.matches(&publish.topic, &mut matched);
@@ -267,16 +250,26 @@ impl Router {
             matched.sort_unstable_by(|a, b| a.slot.cmp(&b.slot).then(b.qos.cmp(&a.qos)));
             matched.dedup_by_key(|s| s.slot);
         }
+        if let Some(publisher) = publisher {
+            let (marks, clock) = (self.marks, &self.clock);
+            let full = matched.iter().any(|subscriber| {
+                self.clients.get_mut(subscriber.slot as usize).and_then(Option::as_mut).is_some_and(|client| {
+                    // A client is never held back by its own subscriptions.
+                    client.session != *publisher && client.backlog.is_full(client.pending.len(), marks, clock)
+                })
+            });
+            if full {
+                self.matched = matched;
+                return false;
+            }
+        }
+        if publish.retain {
+            self.retain(publish);
+        }
         for subscriber in &matched {
             let Some(client) = self.clients.get_mut(subscriber.slot as usize).and_then(Option::as_mut) else {
                 continue;
             };
-            if let Some(publisher) = publisher.filter(|p| client.holds_back(p)) {
-                hold_back = true;
-                if !client.paused_publishers.contains(publisher) {
-                    client.paused_publishers.push(publisher.clone());
-                }
-            }
             if client.pending.is_empty() {
                 self.touched.push(subscriber.slot);
             }
@@ -294,7 +287,45 @@ impl Router {
             client.pending.push(delivery);
         }
         self.matched = matched;
-        hold_back
+        true
+    }
+
+    /// Sets or clears the retained message of `publish`'s topic.
+    fn retain(&mut self, publish: &Publish) {
+        if self.plugins.events().interests().retained {
+            let topic = publish.topic.to_string();
+            self.plugins.emit(if publish.payload.is_empty() {
+                Event::RetainedCleared { topic }
+            } else {
+                Event::RetainedSet { topic, payload: publish.payload.clone() }
+            });
+        }
+        if let Some(durable) = &mut self.durable {
+            let topic = publish.topic.clone();
+            durable.record(if publish.payload.is_empty() {
+                Change::RetainedCleared { topic }
+            } else {
+                Change::RetainedSet { topic, qos: publish.qos, payload: publish.payload.clone() }
+            });
+        }
+        self.retained.set(publish.clone());
+        self.stats.set_retained(self.retained.len());
+    }
+
+    /// Routes what is left of a batch, in order, until a message must wait. Returns the rest,
+    /// if any.
+    fn route_batch(
+        &mut self,
+        mut rest: std::vec::IntoIter<Publish>,
+        publisher: Option<&Addr<Session>>,
+    ) -> Option<std::vec::IntoIter<Publish>> {
+        while let Some(publish) = rest.as_slice().first() {
+            if !self.route(publish, publisher) {
+                return Some(rest);
+            }
+            rest.next();
+        }
+        None
     }
 
     fn dispatch(&mut self) {
@@ -302,9 +333,71 @@ impl Router {
             if let Some(client) = self.client_mut(slot) {
                 let batch = mem::take(&mut client.pending);
                 let seqs = client.take_pending_seqs();
-                client.session.do_send(Deliver { batch, seqs });
+                client.deliver(batch, seqs);
             }
         }
+    }
+
+    /// Ends the routing of a publisher's batch (or, with `None`, of part of one): what it
+    /// changed goes to the store, and the publisher's answer goes out now or, with
+    /// `sync: always`, once that is committed.
+    fn finish(&mut self, answer: Option<(Addr<Session>, Routed)>, ctx: &mut Context<Self>) {
+        let answer = match &mut self.durable {
+            None => durable::Answer::Now(answer),
+            Some(durable) => durable.finish_batch(answer),
+        };
+        match answer {
+            durable::Answer::Now(answer) => {
+                if let Some((publisher, routed)) = answer {
+                    publisher.do_send(routed);
+                }
+            }
+            durable::Answer::AfterCommit(commit) => {
+                ctx.spawn(commit.into_actor(self).map(|result, act, _| {
+                    let answer = act.durable.as_mut().and_then(|durable| durable.committed(result));
+                    if let Some((publisher, routed)) = answer {
+                        publisher.do_send(routed);
+                    }
+                }));
+            }
+        }
+    }
+
+    /// Routes the batches parked by admission control as far as the subscribers' room now
+    /// allows, oldest first; a publisher's batch still blocked keeps its later ones waiting.
+    fn retry_parked(&mut self, ctx: &mut Context<Self>) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let mut answers = Vec::new();
+        for parked in self.parked.take_all() {
+            if self.parked.has(&parked.from) {
+                self.parked.push(parked);
+                continue;
+            }
+            let ParkedRoute { from, acks, rest } = parked;
+            match self.route_batch(rest, Some(&from)) {
+                Some(rest) => self.parked.push(ParkedRoute { from, acks, rest }),
+                None => answers.push((from, Routed { acks, stored: true })),
+            }
+        }
+        self.dispatch();
+        for answer in answers {
+            self.finish(Some(answer), ctx);
+        }
+        self.arm_stall_timer(ctx);
+    }
+
+    /// While batches are parked, retries them every `STALL_GRACE`: a subscriber that stopped
+    /// draining sends no report that would.
+    fn arm_stall_timer(&mut self, ctx: &mut Context<Self>) {
+        if self.parked.is_empty() || self.stall_timer.is_some() {
+            return;
+        }
+        self.stall_timer = Some(ctx.run_later(admission::STALL_GRACE, |act, ctx| {
+            act.stall_timer = None;
+            act.retry_parked(ctx);
+        }));
     }
 }
 
@@ -336,7 +429,11 @@ pub struct Registered {
 impl Handler<Register> for Router {
     type Result = ResponseActFuture<Self, Registered>;
 
-    fn handle(&mut self, msg: Register, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Register, ctx: &mut Self::Context) -> Self::Result {
+        if self.stopping {
+            // A CONNECT that got here after the shutdown began: answered, then closed like the rest.
+            msg.session.do_send(Drain);
+        }
         self.next_generation += 1;
         let generation = self.next_generation;
         let Some(&slot) = self.by_id.get(&msg.client_id) else {
@@ -352,13 +449,18 @@ impl Handler<Register> for Router {
         };
         let previous = mem::replace(&mut client.session, msg.session);
         client.generation = generation;
-        client.resume_publishers();
+        client.backlog.restart();
         // The old state survives only if both the old and the new connection asked for a
         // persistent session [MQTT-3.1.2-4, MQTT-3.1.2-6].
         let resume = !msg.clean_session && !client.clean_session;
         let was_persistent = !client.clean_session;
         client.clean_session = msg.clean_session;
         info!(client_id = %client.id, resume, "client id already known: taking over its session");
+        // Publishers that waited for the old connection try the new one, empty so far.
+        self.retry_parked(ctx);
+        let Some(client) = self.clients.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return Box::pin(fut::ready(Registered { generation, session_present: false, resumed: None }));
+        };
         if let Some(durable) = self.durable.as_mut() {
             if was_persistent && !resume {
                 durable.save(vec![Change::SessionRemoved { client_id: client.id.clone() }]);
@@ -399,15 +501,15 @@ pub struct Unregister {
 impl Handler<Unregister> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: Unregister, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Unregister, ctx: &mut Self::Context) {
         if let Some(slot) = self.current_slot(&msg.client_id, msg.generation) {
-            self.remove_client(slot);
+            self.remove_client(slot, ctx);
         }
     }
 }
 
-/// A persistent session lost its connection: its record says since when (for
-/// `session_expiry_interval` after a restart).
+/// A persistent session lost its connection: it holds no publisher back while its client is
+/// away, and its record says since when (for `session_expiry_interval` after a restart).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Parked {
@@ -418,12 +520,15 @@ pub struct Parked {
 impl Handler<Parked> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: Parked, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Parked, ctx: &mut Self::Context) {
         let Some(slot) = self.current_slot(&msg.client_id, msg.generation) else { return };
         let durable = self.durable.as_mut();
-        if let (Some(durable), Some(client)) = (durable, self.clients.get(slot as usize).and_then(Option::as_ref)) {
+        let Some(client) = self.clients.get_mut(slot as usize).and_then(Option::as_mut) else { return };
+        client.backlog.offline = true;
+        if let Some(durable) = durable {
             durable.save(vec![client.record(Some(crate::session::unix_now()))]);
         }
+        self.retry_parked(ctx);
     }
 }
 
@@ -449,6 +554,7 @@ impl Handler<Restore> for Router {
             self.next_generation = self.next_generation.max(restored.generation);
             let mut client = Client::new(restored.client_id, restored.session, restored.generation, false);
             client.stored = Some(Box::new(StoredClient { pending_seqs: Vec::new(), last_seq: restored.last_seq }));
+            client.backlog.offline = true;
             let slot = self.insert_client(client);
             for (filter, qos) in restored.subscriptions {
                 self.tree.insert(&filter, slot, qos);
@@ -477,57 +583,49 @@ impl Handler<Route> for Router {
     type Result = ();
 
     fn handle(&mut self, Route { from, acks, batch }: Route, ctx: &mut Self::Context) {
-        let mut hold_back = false;
-        for publish in batch {
-            hold_back |= self.route(publish, from.as_ref());
+        if self.stopping {
+            shutdown::refuse(from);
+            return;
         }
+        if let Some(publisher) = from.as_ref().filter(|publisher| self.parked.has(publisher)) {
+            // Behind its own parked batch, in order.
+            self.parked.push(ParkedRoute { from: publisher.clone(), acks, rest: batch.into_iter() });
+            return;
+        }
+        let rest = self.route_batch(batch.into_iter(), from.as_ref());
         self.dispatch();
-        if hold_back && from.is_some() {
-            self.stats.publisher_paused();
-        }
-        let answer = from.map(|publisher| (publisher, Routed { acks, hold_back, stored: true }));
-        let answer = match &mut self.durable {
-            None => durable::Answer::Now(answer),
-            Some(durable) => durable.finish_batch(answer),
-        };
-        match answer {
-            durable::Answer::Now(answer) => {
-                if let Some((publisher, routed)) = answer {
-                    publisher.do_send(routed);
-                }
+        match (from, rest) {
+            (Some(from), Some(rest)) => {
+                self.stats.publisher_paused();
+                self.parked.push(ParkedRoute { from, acks, rest });
+                // What was routed of it is stored now; the answer waits for the rest.
+                self.finish(None, ctx);
+                self.arm_stall_timer(ctx);
             }
-            durable::Answer::AfterCommit(commit) => {
-                ctx.spawn(commit.into_actor(self).map(|result, act, _| {
-                    let answer = act.durable.as_mut().and_then(|durable| durable.committed(result));
-                    if let Some((publisher, routed)) = answer {
-                        publisher.do_send(routed);
-                    }
-                }));
-            }
+            (from, _) => self.finish(from.map(|publisher| (publisher, Routed { acks, stored: true })), ctx),
         }
     }
 }
 
-/// A session's queue crossed its high-water mark (or came back under its low-water mark).
+/// A session's report on its backlog (see `admission`), sent every `Marks::step` messages it
+/// writes or drops.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Congestion {
+pub struct Drained {
     pub client_id: ByteString,
     pub generation: u64,
-    pub congested: bool,
+    pub progress: Progress,
 }
 
-impl Handler<Congestion> for Router {
+impl Handler<Drained> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: Congestion, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Drained, ctx: &mut Self::Context) {
         let Some(slot) = self.current_slot(&msg.client_id, msg.generation) else { return };
-        let Some(client) = self.client_mut(slot) else { return };
-        if msg.congested {
-            // Refreshed while the client drains: only one that stops draining counts as stalled.
-            client.congested_since = Some(Instant::now());
-        } else {
-            client.resume_publishers();
+        let (marks, clock) = (self.marks, &self.clock);
+        let Some(client) = self.clients.get_mut(slot as usize).and_then(Option::as_mut) else { return };
+        if client.backlog.report(msg.progress, marks, clock) {
+            self.retry_parked(ctx);
         }
     }
 }
@@ -552,6 +650,8 @@ impl Handler<Subscribe> for Router {
             return;
         };
         let limit = self.settings.max_subscriptions_per_client;
+        // Logged and counted by the session, which knows the client's address, once per packet.
+        let mut over_limit = 0u32;
         let mut codes = Vec::with_capacity(msg.filters.len());
         let mut retained = Vec::new();
         let events = self.plugins.events().interests().subscriptions;
@@ -563,7 +663,7 @@ impl Handler<Subscribe> for Router {
             }
             let known = client.filters.contains_key(&filter);
             if !known && limit != 0 && client.filters.len() >= limit {
-                warn!(client_id = %client.id, %filter, limit, "subscription refused: max-subscriptions-per-client reached");
+                over_limit += 1;
                 codes.push(SubscribeReturnCode::Failure);
                 continue;
             }
@@ -601,9 +701,9 @@ impl Handler<Subscribe> for Router {
         }
         // Both travel through the session's mailbox, in order: SUBACK first, then the
         // retained messages, then whatever is routed to the new subscription afterwards.
-        client.session.do_send(SubscribeDone { pkid: msg.pkid, return_codes: codes });
+        client.session.do_send(SubscribeDone { pkid: msg.pkid, return_codes: codes, over_limit });
         if !retained.is_empty() {
-            client.session.do_send(Deliver { batch: retained, seqs });
+            client.deliver(retained, seqs);
         }
     }
 }
@@ -642,5 +742,18 @@ impl Handler<Unsubscribe> for Router {
             }
             client.session.do_send(UnsubscribeDone { pkid: msg.pkid });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connection pays for one `Client` here (boxed) and one `Session` actor (in a tokio
+    /// task cell, whose size steps decide what a few extra bytes really cost): memory per idle
+    /// connection is a target of its own (issue 4), so growth must be a decision.
+    #[test]
+    fn per_connection_structs_stay_small() {
+        assert!(std::mem::size_of::<super::Client>() <= 168, "{}", std::mem::size_of::<super::Client>());
+        let session = std::mem::size_of::<crate::session::Session>();
+        assert!(session <= 320, "{session}");
     }
 }

@@ -50,6 +50,17 @@ pub struct FlushDone {
     result: io::Result<()>,
 }
 
+/// Where a connection is in the broker's graceful shutdown (see `session::drain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Serving as usual.
+    No,
+    /// Writing out what is queued for the client, taking nothing new from it.
+    Flushing,
+    /// Everything written and the write side shut down: reading until the client closes.
+    Lingering,
+}
+
 pub struct Connection {
     writer: Option<BoxedWriter>,
     buf: BytesMut,
@@ -58,6 +69,8 @@ pub struct Connection {
     pub gate: Rc<ReadGate>,
     closing: bool,
     counted_as_connected: bool,
+    /// One byte, in the struct's padding: draining costs an idle connection nothing.
+    drain: Drain,
     _permit: ConnectionPermit,
 }
 
@@ -70,6 +83,7 @@ impl Connection {
             gate,
             closing: false,
             counted_as_connected: false,
+            drain: Drain::No,
             _permit: permit,
         }
     }
@@ -130,6 +144,31 @@ impl Connection {
     /// Whether the connection only waits for its last write before closing.
     pub fn is_closing(&self) -> bool {
         self.closing
+    }
+
+    pub fn drain(&self) -> Drain {
+        self.drain
+    }
+
+    /// The broker is shutting down: from now on the session only writes out what it has.
+    pub fn start_draining(&mut self) {
+        if self.drain == Drain::No {
+            self.drain = Drain::Flushing;
+        }
+    }
+
+    /// Once a draining connection has written everything: shuts its write side down (a FIN, a
+    /// TLS close_notify, a WebSocket close frame) and returns the future that does it; the
+    /// reader goes on. None while something is still buffered or being written.
+    pub fn shut_write(&mut self) -> Option<impl Future<Output = ()> + 'static> {
+        if self.drain != Drain::Flushing || !self.buf.is_empty() {
+            return None;
+        }
+        let mut writer = self.writer.take()?;
+        self.drain = Drain::Lingering;
+        Some(async move {
+            let _ = writer.shutdown().await;
+        })
     }
 
     pub fn mark_connected(&mut self, stats: &Stats) {

@@ -7,9 +7,11 @@
 //! `max-queued-messages`) and hands its state to the next connection with the same client id.
 
 mod connection;
+mod drain;
 mod keepalive;
 mod outbound;
 mod reader;
+mod topic_limits;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
@@ -25,7 +27,7 @@ use actix::prelude::*;
 use amqtt_plugin_api::{Action, ClientInfo, Event};
 use amqtt_protocol::{
     frame_len, ByteString, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet, PubAck, PubComp, PubRec,
-    PubRel, Publish, QoS, SubAck, Subscribe, SubscribeReturnCode, UnsubAck,
+    PubRel, Publish, QoS, SubAck, Subscribe, SubscribeFilter, SubscribeReturnCode, UnsubAck,
 };
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -38,10 +40,13 @@ use crate::stats::Stats;
 use crate::storage::{Change, MessageState, StorageHandle, StoredMessage, StoredSession};
 use connection::Connection;
 pub(crate) use connection::{BoxedWriter, ConnectionPermit};
+pub(crate) use drain::Drain;
 use outbound::Dropped;
 pub(crate) use outbound::Limits;
 use outbound::Outbound;
 use reader::{FrameReader, ReadError, ReadGate};
+use topic_limits::TopicLimitExceeded;
+pub(crate) use topic_limits::TopicLimits;
 
 /// Logs an event with the connection's peer address and client id as fields. The per-connection
 /// span is a debug-level span (at info level it would cost every idle connection its formatted
@@ -74,6 +79,8 @@ pub struct SessionSettings {
     pub keep_alive_grace: Duration,
     pub max_packet_size: usize,
     pub max_queued_messages: usize,
+    /// `max-topic-length` and `max-topic-levels`.
+    pub(crate) topic_limits: TopicLimits,
 }
 
 /// What every session of a broker shares.
@@ -85,6 +92,9 @@ pub struct SessionShared {
     pub(crate) session_expiry: Option<Duration>,
     /// `settings`' queue limits in the form the outbound queue takes them.
     pub(crate) limits: Limits,
+    /// How many messages a session lets go between two reports to the router's admission
+    /// control (see `report_drained`).
+    pub(crate) admission_step: u32,
     pub router: Addr<Router>,
     pub stats: Arc<Stats>,
     pub(crate) plugins: Arc<PluginHost>,
@@ -115,6 +125,8 @@ pub struct Deliver {
 pub struct SubscribeDone {
     pub pkid: u16,
     pub return_codes: Vec<SubscribeReturnCode>,
+    /// Filters refused because the client has `max-subscriptions-per-client` subscriptions.
+    pub over_limit: u32,
 }
 
 /// The router has applied an UNSUBSCRIBE.
@@ -124,23 +136,17 @@ pub struct UnsubscribeDone {
     pub pkid: u16,
 }
 
-/// The router has routed one `Route` batch of this session: its acknowledgements can go out,
-/// and `hold_back` says whether a subscriber of the batch is falling behind (then the session
-/// stops reading from its client until `Resume`, for at most `MAX_PAUSE`).
+/// The router has routed one `Route` batch of this session: its acknowledgements can go out.
+/// A batch meeting a subscriber without room waits at the router (see `router::admission`),
+/// and its acknowledgements with it: that is what holds a publisher back.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Routed {
     pub acks: u32,
-    pub hold_back: bool,
     /// False when persistence could not commit the batch: its acknowledgements must not go
     /// out, and the connection is closed (the client sends the messages again).
     pub stored: bool,
 }
-
-/// Read from the client again: the subscriber that caused a hold-back (see `Routed`) has caught up.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Resume;
 
 /// Another connection claimed this session's client id: close the connection and stop,
 /// handing over the session state when it is resumed.
@@ -169,11 +175,16 @@ enum Close {
     ServerUnavailable,
     /// Persistence failed to commit what the client published.
     StorageFailed,
+    /// A PUBLISH or will topic over `max-topic-length` or `max-topic-levels`.
+    TopicLimit(TopicLimitExceeded),
+    /// The broker is shutting down and this connection has taken what was queued for it.
+    ShutDown,
 }
 
 impl Close {
     fn publishes_will(&self) -> bool {
-        !matches!(self, Close::Disconnect | Close::Refused(_) | Close::ConnectTimeout)
+        // Not at shutdown either: nothing is routed any more (the client's next broker has its will).
+        !matches!(self, Close::Disconnect | Close::Refused(_) | Close::ConnectTimeout | Close::ShutDown)
     }
 }
 
@@ -192,8 +203,6 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 const SUBSCRIBE_TYPE: u8 = 8;
 const UNSUBSCRIBE_TYPE: u8 = 10;
 
-/// Longest a publisher is paused for one congested subscriber before it reads again.
-const MAX_PAUSE: Duration = Duration::from_millis(500);
 /// Batches a publisher may have waiting at the router before it stops reading from its client.
 /// With PUBACK/PUBREC sent only once a batch is routed, this bounds how far a client's
 /// acknowledged messages can run ahead of routing, and so the router's mailbox.
@@ -251,14 +260,16 @@ pub struct Session {
     /// Bytes received after a CONNECT, processed once the CONNECT is answered [MQTT-3.1.4-5].
     /// Boxed: needed for a moment in a connection's life, it should not cost the whole of it.
     deferred: Option<Box<Bytes>>,
+    /// Messages dropped in the current burst: from the first message the full queue
+    /// (`max-queued-messages`) could not take until it has drained to half. A burst is logged
+    /// when it starts and when it ends, however many messages it drops.
     dropped: u32,
-    /// Cancelled once CONNECT is accepted, so an idle connection holds no timer it no longer needs.
-    connect_timer: SpawnHandle,
-    /// Whether the router has been told that this session's queue is over its high-water mark.
-    congested: bool,
-    /// Messages moved from the queue to the socket since congestion was last reported: a
-    /// congested client that still drains is slow, not stalled, and keeps its publishers held.
-    drained: u32,
+    /// Messages received from the router (wrapping), for its admission control: see
+    /// `report_drained`.
+    received: u32,
+    /// Messages let go (written or dropped) by the last report to the router, and written since.
+    reported_gone: u32,
+    written: u32,
     /// What publishing needs while messages of this client are on their way through the
     /// router; boxed and dropped when nothing is, so a quiet client does not pay for it.
     publishing: Option<Box<Publishing>>,
@@ -279,15 +290,7 @@ struct Publishing {
     unrouted_acks: VecDeque<Ack>,
     /// Acknowledgements owed for the batch being read.
     acks_in_batch: u32,
-    /// Acknowledgements at the front of `unrouted_acks` whose batch is routed, held back while a
-    /// subscriber is congested: a client waiting for them cannot send more, which is what
-    /// bounds how far publishers overrun a congested subscriber.
-    acks_routed: u32,
     routes_in_flight: u8,
-    /// The router asked this publisher to wait for a congested subscriber.
-    held_back: bool,
-    /// Ends a back-pressure pause that the router does not end first.
-    pause_timer: Option<SpawnHandle>,
 }
 
 impl Publishing {
@@ -296,8 +299,6 @@ impl Publishing {
             && self.unrouted_acks.is_empty()
             && self.acks_in_batch == 0
             && self.routes_in_flight == 0
-            && !self.held_back
-            && self.pause_timer.is_none()
     }
 }
 
@@ -355,9 +356,9 @@ impl Session {
                 awaiting_pubrel: None,
                 deferred: None,
                 dropped: 0,
-                connect_timer: SpawnHandle::default(),
-                congested: false,
-                drained: 0,
+                received: 0,
+                reported_gone: 0,
+                written: 0,
                 publishing: None,
                 client_info,
                 shared,
@@ -398,9 +399,9 @@ impl Session {
                 awaiting_pubrel: (!awaiting.is_empty()).then(|| Box::new(awaiting)),
                 deferred: None,
                 dropped: 0,
-                connect_timer: SpawnHandle::default(),
-                congested: false,
-                drained: 0,
+                received: 0,
+                reported_gone: 0,
+                written: 0,
                 publishing: None,
                 client_info: None,
                 shared,
@@ -487,7 +488,6 @@ impl Session {
             }
         }
         self.route_pending(ctx);
-        self.update_congestion();
         self.flush(ctx);
     }
 
@@ -502,8 +502,17 @@ impl Session {
                 }
             };
         };
+        if self.draining() && matches!(packet, Packet::Publish(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_)) {
+            // Neither routed nor acknowledged: the client sends it again to the next broker.
+            debug!(packet = %packet.packet_type(), "broker shutting down: packet ignored");
+            return Ok(());
+        }
         match packet {
-            Packet::Publish(publish) => self.on_publish(publish),
+            Packet::Publish(publish) => {
+                // MQTT 3.1.1 has no way to refuse one PUBLISH: a topic over the limits closes.
+                self.settings().topic_limits.check(&publish.topic).map_err(Close::TopicLimit)?;
+                self.on_publish(publish)
+            }
             Packet::PubAck(PubAck { pkid }) => {
                 match self.outbound.puback(pkid) {
                     None => debug!(pkid, "PUBACK for an unknown packet id"),
@@ -586,6 +595,10 @@ impl Session {
             ByteString::from(&*connect.client_id)
         };
         self.client_id = client_id.clone();
+        if let Some(will) = &connect.will {
+            // Checked now rather than when it is published: by then nobody could be told.
+            self.settings().topic_limits.check(&will.topic).map_err(Close::TopicLimit)?;
+        }
         if connect.keep_alive > 0 {
             let timeout =
                 Duration::from_millis(u64::from(connect.keep_alive) * 1500) + self.settings().keep_alive_grace;
@@ -607,7 +620,8 @@ impl Session {
             clean_session: connect.clean_session,
         });
         let plugins = self.shared.plugins.clone();
-        let authenticated = plugins.authenticate(client.clone(), connect.password, certificate_vouches);
+        let authenticated =
+            plugins.authenticate(client.clone(), connect.password, certificate_vouches, &self.shared.stats);
         // A will is a publish like any other: refused at CONNECT if its topic may not be used.
         let will_topic =
             connect.will.as_ref().filter(|_| plugins.topic_checks_enabled()).map(|will| will.topic.to_string());
@@ -625,12 +639,15 @@ impl Session {
                 (outcome, _) => outcome,
             }
         };
-        // A plugin that never answers must not hold the connection forever.
-        let mut decision = Box::pin(tokio::time::timeout(self.settings().connect_timeout, decision));
+        let mut decision = Box::pin(decision);
         let (will, clean_session) = (connect.will, connect.clean_session);
-        match (&mut decision).now_or_never() {
-            Some(outcome) => self.on_authenticated(outcome.ok(), client, will, clean_session, ctx),
+        // Polled once as it is: a chain that answers at once (the built-in plugins always do)
+        // costs no timer. Only one that waits gets the deadline.
+        match decision.as_mut().now_or_never() {
+            Some(outcome) => self.on_authenticated(Some(outcome), client, will, clean_session, ctx),
             None => {
+                // A plugin that never answers must not hold the connection forever.
+                let decision = tokio::time::timeout(self.settings().connect_timeout, decision);
                 ctx.wait(decision.into_actor(self).map(move |outcome, act, ctx| {
                     let _entered = act.span().entered();
                     if let Err(reason) = act.on_authenticated(outcome.ok(), client, will, clean_session, ctx) {
@@ -692,7 +709,6 @@ impl Session {
             self.awaiting_pubrel = (!state.awaiting_pubrel.is_empty()).then(|| Box::new(state.awaiting_pubrel));
         }
         self.client = Some(ClientIdentity { generation, clean_session });
-        ctx.cancel_future(self.connect_timer);
         self.write(Packet::ConnAck(ConnAck { session_present, code: ConnectReturnCode::Accepted }));
         // Unacknowledged messages go again first, in their original order [MQTT-4.4.0-1].
         let resend: Vec<Packet> = self.outbound.resend().collect();
@@ -838,6 +854,7 @@ impl Session {
     }
 
     fn on_subscribe(&mut self, generation: u64, subscribe: Subscribe, ctx: &mut Context<Self>) {
+        let over_limits = self.filters_over_topic_limits(&subscribe.filters);
         let checked = self.topic_check(&subscribe.filters, |filter| &filter.filter, Action::Subscribe);
         let send = move |act: &mut Session, refused: Option<Vec<bool>>| {
             let refused: Vec<bool> =
@@ -850,6 +867,11 @@ impl Session {
                     "subscription refused by topic check"
                 );
             }
+            let refused = match (refused, over_limits) {
+                (refused, over) if over.is_empty() => refused,
+                (refused, over) if refused.is_empty() => over,
+                (refused, over) => refused.into_iter().zip(over).map(|(checked, over)| checked || over).collect(),
+            };
             act.shared.router.do_send(router::Subscribe {
                 client_id: act.client_id.clone(),
                 generation,
@@ -866,15 +888,38 @@ impl Session {
         }
     }
 
+    /// Which filters of a SUBSCRIBE are over `max-topic-length` or `max-topic-levels` (they are
+    /// answered 0x80), by position; empty, without allocating, when none is. Logged and counted
+    /// once per packet, however many filters it refuses.
+    fn filters_over_topic_limits(&self, filters: &[SubscribeFilter]) -> Vec<bool> {
+        let limits = self.settings().topic_limits;
+        let mut over = Vec::new();
+        let (mut too_long, mut too_deep) = (0, 0);
+        let mut first = None;
+        for (index, filter) in filters.iter().enumerate() {
+            let Err(exceeded) = limits.check(&filter.filter) else { continue };
+            match exceeded {
+                TopicLimitExceeded::TooLong { .. } => too_long += 1,
+                TopicLimitExceeded::TooManyLevels { .. } => too_deep += 1,
+            }
+            first.get_or_insert(exceeded);
+            over.resize(filters.len(), false);
+            over[index] = true;
+        }
+        if let Some(first) = first {
+            self.shared.stats.topics_too_long(too_long);
+            self.shared.stats.topic_levels_exceeded(too_deep);
+            conn_event!(warn, self, refused = too_long + too_deep, first = %first, "SUBSCRIBE filters refused (0x80)");
+        }
+        over
+    }
+
     /// Reads from the client only while the router keeps up with it and no subscriber of its
     /// messages asked it to wait.
     fn update_gate(&self) {
-        let (held_back, routes_in_flight) = self
-            .publishing
-            .as_ref()
-            .map_or((false, 0), |publishing| (publishing.held_back, publishing.routes_in_flight));
+        let routes_in_flight = self.publishing.as_ref().map_or(0, |publishing| publishing.routes_in_flight);
         if let Some(conn) = &self.conn {
-            if held_back || routes_in_flight >= MAX_ROUTES_IN_FLIGHT {
+            if routes_in_flight >= MAX_ROUTES_IN_FLIGHT {
                 conn.gate.pause();
             } else {
                 conn.gate.resume();
@@ -913,7 +958,7 @@ impl Session {
             if let Some(conn) = &mut self.conn {
                 conn.write(&Packet::Publish(publish));
             }
-            self.drained = self.drained.saturating_add(1);
+            self.written = self.written.wrapping_add(1);
         }
     }
 
@@ -938,49 +983,31 @@ impl Session {
         }
     }
 
-    /// Tells the router when this session's queue crosses its high-water mark (a quarter of
-    /// `max-queued-messages`) and when it is back under the low-water mark (an eighth), so the
-    /// router can slow down the publishers feeding it instead of dropping their messages. An
-    /// offline session is never congested: nobody waits for a client that is away.
-    fn update_congestion(&mut self) {
+    /// Tells the router, every `step` messages this session lets go (writes to the socket or
+    /// drops), how many it has received and how many of them are still queued: from that and
+    /// what it sent since, the router bounds this session's backlog and holds publishers back
+    /// before the queue could overflow (see `router::admission`). Reports are amortised over
+    /// `step` messages, so a subscriber that keeps up costs the router one small message per
+    /// `step` deliveries.
+    fn report_drained(&mut self) {
         let Some(client) = &self.client else { return };
-        let queued = self.outbound.queued_len();
-        let max = self.shared.settings.max_queued_messages;
-        let congested =
-            self.conn.is_some() && if self.congested { queued > max / 8 } else { queued >= (max / 4).max(1) };
-        // Still congested but draining: say so again, so the router does not take this client
-        // for a stalled one and let its publishers overrun it. The marks are low because
-        // messages already read from publishers still arrive after the signal (measured: up to
-        // ~700 in a 4-publisher QoS 1 flood), and the rest of the queue absorbs them.
-        let progressing = congested && self.congested && self.drained as usize >= (max / 8).max(1);
-        if congested != self.congested || progressing {
-            self.congested = congested;
-            self.drained = 0;
-            debug!(queued, congested, "subscriber congestion changed");
-            self.shared.router.do_send(router::Congestion {
-                client_id: self.client_id.clone(),
-                generation: client.generation,
-                congested,
-            });
+        let queued = self.outbound.queued_len() as u32;
+        let gone = self.received.wrapping_sub(queued);
+        if (gone.wrapping_sub(self.reported_gone) as i32) < self.shared.admission_step as i32 {
+            return;
         }
+        self.reported_gone = gone;
+        let progress = router::Progress { received: self.received, queued, written: std::mem::take(&mut self.written) };
+        self.shared.router.do_send(router::Drained {
+            client_id: self.client_id.clone(),
+            generation: client.generation,
+            progress,
+        });
     }
 
-    fn resume_reading(&mut self, ctx: &mut Context<Self>) {
-        if let Some(publishing) = self.publishing.as_mut() {
-            if let Some(timer) = publishing.pause_timer.take() {
-                ctx.cancel_future(timer);
-            }
-            publishing.held_back = false;
-        }
-        self.write_routed_acks();
-        self.update_gate();
-        self.flush(ctx);
-        self.release_publishing_if_idle();
-    }
-
-    fn write_routed_acks(&mut self) {
+    fn write_routed_acks(&mut self, acks: u32) {
         let Some(publishing) = self.publishing.as_mut() else { return };
-        for _ in 0..std::mem::take(&mut publishing.acks_routed) {
+        for _ in 0..acks {
             let Some(ack) = publishing.unrouted_acks.pop_front() else { break };
             if let Some(conn) = &mut self.conn {
                 conn.write(&ack.packet());
@@ -993,7 +1020,7 @@ impl Session {
         // or not (a parked session queues too).
         self.shared.stats.publish_local();
         let Some(conn) = &mut self.conn else { return };
-        let Some(write) = conn.start_flush() else { return };
+        let Some(write) = conn.start_flush() else { return self.drain_progress(ctx) };
         ctx.spawn(write.into_actor(self).map(|done, act, ctx| {
             let _entered = act.span().entered();
             let Some(conn) = &mut act.conn else { return };
@@ -1002,7 +1029,7 @@ impl Session {
                 Ok(true) => act.finish_close(ctx),
                 Ok(false) => {
                     act.pump();
-                    act.update_congestion();
+                    act.report_drained();
                     act.flush(ctx);
                 }
             }
@@ -1015,17 +1042,31 @@ impl Session {
         if self.last_activity.elapsed() >= timeout {
             return self.close(ctx, Close::KeepAliveTimeout(timeout));
         }
-        keepalive::watch(ctx.address().downgrade(), self.last_activity + timeout);
+        keepalive::watch(ctx.address().downgrade(), keepalive::Deadline::KeepAlive, self.last_activity + timeout);
     }
 
     fn close(&mut self, ctx: &mut Context<Self>, reason: Close) {
         if self.conn.is_none() {
             return;
         }
+        // The client closing in answer to a shutdown's goodbye is how draining is meant to end.
+        let reason = if self.draining() && matches!(reason, Close::PeerClosed) { Close::ShutDown } else { reason };
         match &reason {
             Close::Disconnect => conn_event!(info, self, "client disconnected"),
             Close::PeerClosed => conn_event!(info, self, "connection closed by the client without DISCONNECT"),
             Close::Io(error) => conn_event!(info, self, %error, "connection lost"),
+            Close::Malformed(DecodeError::PacketTooLarge { size, max }) => {
+                // Still counted as a protocol error too, as before there was a counter of its own.
+                self.shared.stats.protocol_error();
+                self.shared.stats.packet_too_large();
+                conn_event!(
+                    warn,
+                    self,
+                    size,
+                    max_packet_size = max,
+                    "packet larger than max-packet-size: closing the connection without reading it"
+                );
+            }
             Close::Malformed(error) => {
                 self.shared.stats.protocol_error();
                 conn_event!(warn, self, %error, "malformed packet: closing the connection");
@@ -1038,7 +1079,17 @@ impl Session {
                 conn_event!(info, self, ?timeout, "keep-alive expired: closing the connection")
             }
             Close::ConnectTimeout => {
-                conn_event!(info, self, timeout = ?self.settings().connect_timeout, "no CONNECT in time: closing the connection")
+                self.shared.stats.connect_timed_out();
+                conn_event!(
+                    warn,
+                    self,
+                    timeout = ?self.settings().connect_timeout,
+                    "no CONNECT within connect-timeout: closing the connection"
+                )
+            }
+            Close::TopicLimit(exceeded) => {
+                exceeded.count(&self.shared.stats, 1);
+                conn_event!(warn, self, %exceeded, "closing the connection");
             }
             Close::Refused(code) => conn_event!(info, self, %code, "connection refused"),
             Close::TakenOver => {
@@ -1048,6 +1099,8 @@ impl Session {
             Close::StorageFailed => {
                 conn_event!(error, self, "persistence failed: closing the connection without acknowledging")
             }
+            // One line per connection at debug only: the broker logs the shutdown as a whole.
+            Close::ShutDown => debug!("broker shutting down: connection closed"),
         }
         if self.client.is_some() {
             if let Some(client) = self.client_info.as_ref().filter(|_| self.shared.plugins.events().interests().clients)
@@ -1098,13 +1151,10 @@ impl Session {
     /// After the connection is gone: a persistent session waits for its client to come back,
     /// anything else ends.
     fn park_or_stop(&mut self, ctx: &mut Context<Self>) {
-        self.update_congestion();
         match &self.client {
             Some(client) if !client.clean_session => {
                 let generation = client.generation;
-                if self.shared.storage.is_some() {
-                    self.shared.router.do_send(router::Parked { client_id: self.client_id.clone(), generation });
-                }
+                self.shared.router.do_send(router::Parked { client_id: self.client_id.clone(), generation });
                 if let Some(expiry) = self.shared.session_expiry {
                     self.expire_after(expiry, ctx);
                 }
@@ -1129,21 +1179,33 @@ impl Session {
         }
     }
 
+    /// Counts a message the full queue could not take (a thread-local tally: drops come at the
+    /// rate of the flood that causes them) and logs the start of a burst of them.
     fn count_drop(&mut self, dropped: Dropped) {
-        self.dropped = self.dropped.saturating_add(1);
-        self.shared.stats.message_dropped();
-        // Counted every time, logged at powers of two so a stalled client cannot flood the log.
-        if self.dropped.is_power_of_two() {
+        crate::stats::count_dropped();
+        if self.dropped == 0 {
             conn_event!(
                 warn,
                 self,
-                total_dropped = self.dropped,
+                max_queued_messages = self.settings().max_queued_messages,
                 ?dropped,
-                "session queue full (max-queued-messages): message dropped"
+                "session queue full (max-queued-messages): dropping messages until it drains"
             );
         } else {
-            debug!(total_dropped = self.dropped, ?dropped, "session queue full: message dropped");
+            debug!(?dropped, "session queue full: message dropped");
         }
+        self.dropped = self.dropped.saturating_add(1);
+    }
+
+    /// Ends a burst of drops, with a log line that counts them, once the queue has room for
+    /// half of `max-queued-messages` again (or the session ends): a client hovering at the limit
+    /// does not start a new burst with every message.
+    fn end_drop_burst(&mut self, ending: bool) {
+        if self.dropped == 0 || !ending && self.outbound.queued_len() > self.settings().max_queued_messages / 2 {
+            return;
+        }
+        conn_event!(warn, self, dropped = self.dropped, "end of a burst of messages dropped from a full session queue");
+        self.dropped = 0;
     }
 }
 
@@ -1167,16 +1229,12 @@ impl Actor for Session {
             return;
         }
         debug!("connection accepted");
-        let timer = ctx.run_later(self.settings().connect_timeout, |act, ctx| {
-            if act.client.is_none() {
-                let _entered = act.span().entered();
-                act.close(ctx, Close::ConnectTimeout);
-            }
-        });
-        self.connect_timer = timer;
+        let deadline = Instant::now() + self.settings().connect_timeout;
+        keepalive::watch(ctx.address().downgrade(), keepalive::Deadline::Connect, deadline);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.end_drop_burst(true);
         // Messages still held (not handed over) leave the in-flight and queued gauges now.
         if let Some(awaiting) = self.awaiting_pubrel.take() {
             crate::stats::inflight_in_changed(-(awaiting.len() as i64));
@@ -1229,6 +1287,7 @@ impl Session {
     /// checks did not allow.
     fn enqueue(&mut self, batch: Vec<Publish>, seqs: Vec<u64>, allowed: Option<Vec<bool>>, ctx: &mut Context<Self>) {
         let online = self.conn.is_some();
+        self.received = self.received.wrapping_add(batch.len() as u32);
         for (index, publish) in batch.into_iter().enumerate() {
             let seq = seqs.get(index).copied().unwrap_or(0);
             if allowed.as_ref().is_some_and(|allowed| !allowed[index]) {
@@ -1244,12 +1303,14 @@ impl Session {
                     self.save_message_done(*seq);
                 }
                 self.count_drop(dropped);
+            } else if self.dropped != 0 {
+                self.end_drop_burst(false);
             }
             // Moved on to the write buffer as they come, so a batch larger than
             // `max-queued-messages` does not overflow the queue of a client that keeps up.
             self.pump();
         }
-        self.update_congestion();
+        self.report_drained();
         self.flush(ctx);
     }
 }
@@ -1258,6 +1319,15 @@ impl Handler<SubscribeDone> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: SubscribeDone, ctx: &mut Self::Context) {
+        if msg.over_limit > 0 {
+            self.shared.stats.subscriptions_refused(u64::from(msg.over_limit));
+            conn_event!(
+                warn,
+                self,
+                refused = msg.over_limit,
+                "SUBSCRIBE filters refused (0x80): max-subscriptions-per-client reached"
+            );
+        }
         self.write(Packet::SubAck(SubAck { pkid: msg.pkid, return_codes: msg.return_codes }));
         self.flush(ctx);
     }
@@ -1272,13 +1342,25 @@ impl Handler<UnsubscribeDone> for Session {
     }
 }
 
-impl Handler<keepalive::KeepAliveCheck> for Session {
+impl Handler<keepalive::DeadlineReached> for Session {
     type Result = ();
 
-    fn handle(&mut self, _: keepalive::KeepAliveCheck, ctx: &mut Self::Context) {
-        if let (Some(timeout), Some(_), Some(_)) = (self.keep_alive_timeout(), &self.conn, &self.client) {
-            let _entered = self.span().entered();
-            self.check_keep_alive(timeout, ctx);
+    fn handle(&mut self, keepalive::DeadlineReached(deadline): keepalive::DeadlineReached, ctx: &mut Self::Context) {
+        if self.conn.is_none() {
+            return;
+        }
+        match (deadline, &self.client) {
+            (keepalive::Deadline::Connect, None) => {
+                let _entered = self.span().entered();
+                self.close(ctx, Close::ConnectTimeout);
+            }
+            (keepalive::Deadline::KeepAlive, Some(_)) => {
+                if let Some(timeout) = self.keep_alive_timeout() {
+                    let _entered = self.span().entered();
+                    self.check_keep_alive(timeout, ctx);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -1290,37 +1372,12 @@ impl Handler<Routed> for Session {
         if !msg.stored {
             return self.close(ctx, Close::StorageFailed);
         }
-        let online = self.conn.is_some();
         let publishing = self.publishing();
         publishing.routes_in_flight = publishing.routes_in_flight.saturating_sub(1);
-        publishing.acks_routed += msg.acks;
-        if msg.hold_back && online {
-            publishing.held_back = true;
-            if let Some(timer) = publishing.pause_timer.take() {
-                ctx.cancel_future(timer);
-            }
-            let timer = ctx.run_later(MAX_PAUSE, |act, ctx| {
-                if let Some(publishing) = act.publishing.as_mut() {
-                    publishing.pause_timer = None;
-                }
-                act.resume_reading(ctx);
-            });
-            self.publishing().pause_timer = Some(timer);
-        }
-        if !self.publishing().held_back {
-            self.write_routed_acks();
-        }
+        self.write_routed_acks(msg.acks);
         self.update_gate();
         self.flush(ctx);
         self.release_publishing_if_idle();
-    }
-}
-
-impl Handler<Resume> for Session {
-    type Result = ();
-
-    fn handle(&mut self, _: Resume, ctx: &mut Self::Context) {
-        self.resume_reading(ctx);
     }
 }
 

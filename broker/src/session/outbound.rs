@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use amqtt_protocol::{Packet, PubRel, Publish, QoS};
+use amqtt_protocol::{ByteString, Packet, PubRel, Publish, QoS};
 
 use crate::stats::outbound_changed;
 
@@ -44,9 +44,9 @@ struct Queued {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dropped {
     /// The queue was full and this older QoS 0 message made room for the new one.
-    OldestQoS0 { topic: String },
+    OldestQoS0 { topic: ByteString },
     /// The queue was full of QoS 1/2 messages: the new message was refused.
-    Incoming { topic: String, qos: QoS, seq: u64 },
+    Incoming { topic: ByteString, qos: QoS, seq: u64 },
 }
 
 /// The broker's `max-inflight-messages` and `max-queued-messages`: the same for every session,
@@ -95,9 +95,9 @@ impl Outbound {
             Some(index) => {
                 let old = self.queue.remove(index)?;
                 self.queue.push_back(Queued { publish, seq });
-                Some(Dropped::OldestQoS0 { topic: old.publish.topic.to_string() })
+                Some(Dropped::OldestQoS0 { topic: old.publish.topic })
             }
-            None => Some(Dropped::Incoming { topic: publish.topic.to_string(), qos: publish.qos, seq }),
+            None => Some(Dropped::Incoming { topic: publish.topic, qos: publish.qos, seq }),
         }
     }
 

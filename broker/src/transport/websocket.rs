@@ -126,7 +126,8 @@ impl WebSocketListener {
             if !handoff.answered.get() {
                 let timeout = sessions.settings.connect_timeout;
                 if !timeout.is_zero() && started.elapsed() >= timeout {
-                    info!(listener = %self.name, %peer, ?timeout, "no WebSocket upgrade request within connect-timeout; connection dropped");
+                    sessions.stats.connect_timed_out();
+                    warn!(listener = %self.name, %peer, ?timeout, "no WebSocket upgrade request within connect-timeout; connection dropped");
                 } else {
                     debug!(listener = %self.name, %peer, "connection closed before a WebSocket upgrade request");
                 }

@@ -15,6 +15,9 @@ use crate::hash::{HashError, StoredHash};
 #[derive(Debug, Default)]
 pub struct Users {
     hashes: HashMap<String, Arc<StoredHash>>,
+    /// The hash of the file's first entry, verified (and its answer ignored) for a user the file
+    /// does not know, so that such a user costs as long as a known one with a wrong password.
+    decoy: Option<Arc<StoredHash>>,
 }
 
 /// Why a password file could not be used. Messages name the file and line, never a hash.
@@ -65,6 +68,7 @@ impl Users {
     pub fn parse(text: &str, path: &Path) -> Result<Users, PasswordFileError> {
         let mut hashes = HashMap::new();
         let mut lines_of = HashMap::new();
+        let mut decoy = None;
         for (index, line) in text.lines().enumerate() {
             let number = index + 1;
             let (user, hash) = match Line::classify(line) {
@@ -83,13 +87,21 @@ impl Users {
                     path.display()
                 );
             }
-            hashes.insert(user.to_owned(), Arc::new(hash));
+            let hash = Arc::new(hash);
+            decoy.get_or_insert_with(|| hash.clone());
+            hashes.insert(user.to_owned(), hash);
         }
-        Ok(Users { hashes })
+        Ok(Users { hashes, decoy })
     }
 
     pub fn get(&self, user: &str) -> Option<&Arc<StoredHash>> {
         self.hashes.get(user)
+    }
+
+    /// A hash of this file to verify in place of an unknown user's: the file's first, so of a
+    /// format and cost the file's users have. None when the file is empty (nobody to hide).
+    pub fn decoy(&self) -> Option<&Arc<StoredHash>> {
+        self.decoy.as_ref()
     }
 
     pub fn len(&self) -> usize {
@@ -127,6 +139,13 @@ mod tests {
     fn an_empty_file_has_no_users() {
         assert!(parse("").unwrap().is_empty());
         assert!(parse("# nobody yet\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_decoy_is_the_first_entry_and_absent_without_entries() {
+        let users = parse(&format!("# users\nbob:{SHA512_CRYPT}\nalice:{BCRYPT}\n")).unwrap();
+        assert_eq!(users.decoy().unwrap().format(), "sha512-crypt");
+        assert!(parse("# nobody\n").unwrap().decoy().is_none());
     }
 
     #[test]

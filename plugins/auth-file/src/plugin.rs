@@ -3,6 +3,10 @@
 //! Answers, per aMQTT's FileAuthPlugin and the broker's chain rules:
 //! no username, or a user not in the file: no opinion (another plugin may know them);
 //! a user in the file without a password or with a wrong one: deny; the right one: allow.
+//!
+//! A user the file does not know who gives a password costs a verification all the same (of
+//! the file's first hash, its answer ignored): otherwise the time to answer would tell who is
+//! in the file. The comparisons themselves are constant-time (see `hash`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +28,11 @@ impl FileAuth {
     /// The plugin for an already loaded set of users (embedding and tests).
     pub fn with_users(users: Users, verifier: Verifier) -> FileAuth {
         FileAuth { users: Arc::new(users), path: None, verifier }
+    }
+
+    /// Hash verifications started so far (see [`Verifier::verifications`]).
+    pub fn verifications(&self) -> u64 {
+        self.verifier.verifications()
     }
 }
 
@@ -52,6 +61,9 @@ impl AuthPlugin for FileAuth {
     async fn authenticate(&self, client: &ClientInfo, password: Option<&[u8]>) -> Answer {
         let Some(username) = client.username.as_deref() else { return Answer::NoOpinion };
         let Some(hash) = self.users.get(username) else {
+            if let (Some(decoy), Some(password)) = (self.users.decoy(), password) {
+                self.verifier.verify(decoy.clone(), password.to_vec()).await;
+            }
             tracing::debug!(client_id = %client.client_id, "user {username:?} is not in the password file");
             return Answer::NoOpinion;
         };

@@ -136,3 +136,30 @@ async fn verification_does_not_block_the_calling_thread() {
     assert_eq!(answer, Answer::Allow);
     assert!(other_at < verified_at, "the other future waited for the verification");
 }
+
+/// A user the file does not know costs a hash verification like a known user with a wrong
+/// password, so the time to answer does not tell who is in the file; counted, not timed.
+#[tokio::test]
+async fn an_unknown_user_costs_a_verification_like_a_known_one() {
+    let users = Users::parse(&format!("alice:{BCRYPT_HUNTER2}\n"), "t".as_ref()).unwrap();
+    let plugin = FileAuth::with_users(users, Verifier::new(1));
+    assert_eq!(plugin.authenticate(&client(Some("alice")), Some(b"nope")).await, Answer::Deny);
+    assert_eq!(plugin.verifications(), 1);
+    // Even the decoy's own password answers nothing for another user.
+    for password in [&b"nope"[..], b"hunter2", b""] {
+        assert_eq!(plugin.authenticate(&client(Some("mallory")), Some(password)).await, Answer::NoOpinion);
+    }
+    assert_eq!(plugin.verifications(), 4, "each unknown user with a password went through a verification");
+    // Without a password nobody is verified, known or not: both answer at once.
+    assert_eq!(plugin.authenticate(&client(Some("alice")), None).await, Answer::Deny);
+    assert_eq!(plugin.authenticate(&client(Some("mallory")), None).await, Answer::NoOpinion);
+    assert_eq!(plugin.authenticate(&client(None), Some(b"hunter2")).await, Answer::NoOpinion);
+    assert_eq!(plugin.verifications(), 4);
+}
+
+#[tokio::test]
+async fn an_empty_password_file_verifies_nothing() {
+    let plugin = FileAuth::with_users(Users::parse("# nobody\n", "t".as_ref()).unwrap(), Verifier::new(1));
+    assert_eq!(plugin.authenticate(&client(Some("mallory")), Some(b"x")).await, Answer::NoOpinion);
+    assert_eq!(plugin.verifications(), 0);
+}

@@ -1,6 +1,8 @@
 //! The `$SYS/broker/...` topics of one tick and their payloads, in aMQTT 0.12's order and text
 //! format: integers in decimal, floats with three decimals, `time` and `uptime` in seconds,
-//! `uptime/formatted` the start time as Python prints a UTC datetime.
+//! `uptime/formatted` the start time as Python prints a UTC datetime. After aMQTT's topics come
+//! Mosquitto's `publish/messages/dropped` and one `limits/<key>/exceeded` count per limit of the
+//! broker configuration (named after its YAML key), which aMQTT does not have.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -44,6 +46,12 @@ pub fn report(stats: &BrokerStats, now: SystemTime, process: &ProcessSample) -> 
         ("heap/maximum", float(process.heap_max_mib)),
         ("cpu/percent", float(process.cpu_percent)),
         ("cpu/maximum", float(process.cpu_max_percent)),
+        ("publish/messages/dropped", int(stats.messages_dropped)),
+        ("limits/packet-size/exceeded", int(stats.packets_too_large)),
+        ("limits/connect-timeout/exceeded", int(stats.connect_timeouts)),
+        ("limits/subscriptions/exceeded", int(stats.subscriptions_refused)),
+        ("limits/topic-length/exceeded", int(stats.topics_too_long)),
+        ("limits/topic-levels/exceeded", int(stats.topic_levels_exceeded)),
     ]
 }
 
@@ -113,6 +121,12 @@ mod tests {
             inflight_stored: 8,
             retained_messages: 9,
             subscriptions: 11,
+            messages_dropped: 12,
+            packets_too_large: 13,
+            connect_timeouts: 14,
+            subscriptions_refused: 15,
+            topics_too_long: 16,
+            topic_levels_exceeded: 17,
         };
         let process = ProcessSample { heap_mib: 12.3456, heap_max_mib: 20.0, cpu_percent: 1.5, cpu_max_percent: 33.3 };
         let now = started_at + Duration::from_secs(3725);
@@ -141,6 +155,12 @@ mod tests {
             ("heap/maximum", "20.000"),
             ("cpu/percent", "1.500"),
             ("cpu/maximum", "33.300"),
+            ("publish/messages/dropped", "12"),
+            ("limits/packet-size/exceeded", "13"),
+            ("limits/connect-timeout/exceeded", "14"),
+            ("limits/subscriptions/exceeded", "15"),
+            ("limits/topic-length/exceeded", "16"),
+            ("limits/topic-levels/exceeded", "17"),
         ];
         let got: Vec<(&str, &str)> = got.iter().map(|(topic, payload)| (*topic, payload.as_str())).collect();
         assert_eq!(got, expected);

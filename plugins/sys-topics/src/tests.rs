@@ -40,6 +40,12 @@ const STATS: BrokerStats = BrokerStats {
     inflight_stored: 8,
     retained_messages: 9,
     subscriptions: 11,
+    messages_dropped: 12,
+    packets_too_large: 13,
+    connect_timeouts: 14,
+    subscriptions_refused: 15,
+    topics_too_long: 16,
+    topic_levels_exceeded: 17,
 };
 
 impl BrokerHandle for FakeBroker {
@@ -97,7 +103,7 @@ async fn expect_version(received: &mut mpsc::UnboundedReceiver<Published>) {
 /// One tick's worth of messages, in order.
 async fn tick(received: &mut mpsc::UnboundedReceiver<Published>) -> Vec<Published> {
     let mut messages = Vec::new();
-    for _ in 0..23 {
+    for _ in 0..29 {
         messages.push(next(received).await);
     }
     messages
@@ -137,6 +143,12 @@ async fn version_retained_at_start_then_every_topic_each_interval() {
         "heap/maximum",
         "cpu/percent",
         "cpu/maximum",
+        "publish/messages/dropped",
+        "limits/packet-size/exceeded",
+        "limits/connect-timeout/exceeded",
+        "limits/subscriptions/exceeded",
+        "limits/topic-length/exceeded",
+        "limits/topic-levels/exceeded",
     ]
     .iter()
     .map(|name| format!("$SYS/broker/{name}"))
@@ -167,6 +179,12 @@ async fn version_retained_at_start_then_every_topic_each_interval() {
         ("messages/publish/sent", "6"),
         ("messages/retained/count", "9"),
         ("messages/subscriptions/count", "11"),
+        ("publish/messages/dropped", "12"),
+        ("limits/packet-size/exceeded", "13"),
+        ("limits/connect-timeout/exceeded", "14"),
+        ("limits/subscriptions/exceeded", "15"),
+        ("limits/topic-length/exceeded", "16"),
+        ("limits/topic-levels/exceeded", "17"),
     ] {
         assert_eq!(payload(name), expected, "{name}");
     }

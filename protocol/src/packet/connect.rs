@@ -28,7 +28,10 @@ const USERNAME: u8 = 0x80;
 /// The protocol name and level are returned as sent: rejecting an unsupported version is the
 /// broker's decision, which it answers with CONNACK 0x01 [MQTT-3.1.2-2]. Everything else is
 /// checked while decoding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows whether there is a password, never the password: a CONNECT printed into a log
+/// must not put a secret there.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Connect {
     /// `"MQTT"` for 3.1.1.
     pub protocol_name: ByteString,
@@ -43,6 +46,21 @@ pub struct Connect {
     pub username: Option<ByteString>,
     /// Binary data, not necessarily UTF-8.
     pub password: Option<Bytes>,
+}
+
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connect")
+            .field("protocol_name", &self.protocol_name)
+            .field("protocol_level", &self.protocol_level)
+            .field("clean_session", &self.clean_session)
+            .field("keep_alive", &self.keep_alive)
+            .field("client_id", &self.client_id)
+            .field("will", &self.will)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// The message the server publishes on the client's behalf when it disconnects abnormally.
@@ -182,6 +200,26 @@ mod tests {
     use super::*;
     use crate::packet::Packet;
     use crate::topic::TopicError;
+
+    #[test]
+    fn debug_does_not_show_the_password() {
+        let connect = Connect {
+            protocol_name: PROTOCOL_NAME.into(),
+            protocol_level: PROTOCOL_LEVEL,
+            clean_session: true,
+            keep_alive: 60,
+            client_id: "c1".into(),
+            will: None,
+            username: Some("alice".into()),
+            password: Some(Bytes::from_static(b"s3cret-pa55")),
+        };
+        for shown in [format!("{connect:?}"), format!("{:?}", Packet::Connect(connect.clone()))] {
+            assert!(!shown.contains("s3cret-pa55") && !shown.contains("115, 51"), "{shown}");
+            assert!(shown.contains("alice") && shown.contains("password: Some(\"<redacted>\")"), "{shown}");
+        }
+        let anonymous = Connect { password: None, ..connect };
+        assert!(format!("{anonymous:?}").contains("password: None"));
+    }
 
     /// Variable header of an MQTT 3.1.1 CONNECT with the given flags and keep alive 60.
     fn header(flags: u8) -> Vec<u8> {
