@@ -7,8 +7,9 @@
 #                    [--scenarios "KEY ..."] [--out FILE]
 #
 # --scenarios runs only the scenarios named (keys: fanin-qos0 fanin-qos1 fanout-qos0 pairs-qos1
-# connections latency-qos0 latency-qos1 pairs-qos1-persistent); a word that is no key selects
-# every key containing it, e.g. "persist", "fanin", "latency".
+# connections latency-qos0 latency-qos1 pairs-qos1-persistent slow-consumer-qos0
+# slow-consumer-qos1); a word that is no key selects every key containing it, e.g. "persist",
+# "fanin", "latency", "slow".
 #
 # Each scenario gets a fresh broker process on a free port of 127.0.0.1, so that the RSS figures
 # of one scenario are not polluted by the previous one. pairs-qos1-persistent (subscribers with
@@ -62,6 +63,9 @@ scenarios=(
     "latency-qos0|latency --qos 0"
     "latency-qos1|latency --qos 1"
     "pairs-qos1-persistent|pairs --persistent-subscribers"
+    # Prints its verdict in the JSON rather than failing: every broker's figures are reported.
+    "slow-consumer-qos0|slow-consumer --qos 0 --report-only --sys-interval 1"
+    "slow-consumer-qos1|slow-consumer --qos 1 --report-only --sys-interval 1"
 )
 if [ -n "$only" ]; then
     IFS=', ' read -ra words <<<"$only"
@@ -149,6 +153,10 @@ started=()
 broker_pid=""
 broker_log=""
 broker_store=""
+# $SYS interval in seconds for the next broker started; empty: the broker's default. The
+# slow-consumer scenario reads the drop counter ($SYS/broker/publish/messages/dropped) every
+# second.
+sys_interval=""
 cleanup() {
     for pid in "${started[@]+"${started[@]}"}"; do
         kill -KILL "$pid" 2>/dev/null || true
@@ -190,6 +198,7 @@ max-inflight-messages: 20
 max-queued-messages: 1000
 auth:
   allow-anonymous: true
+${sys_interval:+sys_interval: $sys_interval}
 $persistence
 EOF
             RUST_LOG=warn "$amqtt_rs" -c "$conf" >>"$log" 2>&1 &
@@ -213,6 +222,7 @@ allow_anonymous true
 $persistence
 max_queued_messages 1000
 max_inflight_messages 20
+${sys_interval:+sys_interval $sys_interval}
 set_tcp_nodelay true
 log_dest stderr
 log_type error
@@ -315,6 +325,10 @@ runs_of() {
 for entry in "${scenarios[@]}"; do
     key=${entry%%|*}
     args=${entry#*|}
+    case $key in
+        slow-consumer-*) sys_interval=1 ;;
+        *) sys_interval="" ;;
+    esac
     for broker in $brokers; do
         while IFS='|' read -r variant label; do
             port=$("$bench" free-port)

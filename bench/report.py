@@ -38,6 +38,13 @@ SCENARIOS = [
     ("latency-qos0", "Latency at light load, QoS 0", "4 publishers at 1 000 msg/s each (tokio interval) → "
      "1 subscriber on a wildcard, QoS 0."),
     ("latency-qos1", "Latency at light load, QoS 1", "The same at QoS 1."),
+    ("slow-consumer-qos0", "Slow consumer, QoS 0", "4 publishers paced at 100 000 msg/s in all → 4 subscribers "
+     "on a wildcard, QoS 0, twice: without, then with a fifth subscriber on the same filter that never reads "
+     "its socket (`amqtt-bench slow-consumer`). Issue 9 asks for the reading subscribers' msg/s to drop by at "
+     "most 10 % (ratio ≥ 0.9) and the broker's RSS to stay bounded (peak growth ≤ 16 MiB); the drops are "
+     "what the stalled subscriber was owed minus what it received once it read again, and the broker's "
+     "`$SYS/broker/publish/messages/dropped` rise where it publishes one (`sys_interval 1` for both)."),
+    ("slow-consumer-qos1", "Slow consumer, QoS 1", "The same at QoS 1 (window 64 per publisher)."),
 ]
 
 # (label, key or function, format, better) — better: "high", "low" or None.
@@ -84,6 +91,22 @@ PERSISTENCE_GUARANTEES = (
     "a crash may lose what was acknowledged in the last interval (a graceful stop loses nothing). Mosquitto "
     "with `persistence true` keeps its state in memory and saves it to its file only every "
     "`autosave_interval` and at shutdown: a crash loses everything since the last save.")
+
+SLOW_ROWS = [
+    ("reading subscribers' msg/s, without the stalled one", "baseline_rate", "int", "high"),
+    ("reading subscribers' msg/s, with it", "stalled_rate", "int", "high"),
+    ("ratio (≥ 0.9)", "ratio", "f2", "high"),
+    ("publishers' msg/s without", "baseline_sent_rate", "int", None),
+    ("publishers' msg/s with", "stalled_sent_rate", "int", None),
+    ("latency p99 without (ms)", lambda r: ms(r.get("baseline_p99_us")), "ms", "low"),
+    ("latency p99 with (ms)", lambda r: ms(r.get("stalled_p99_us")), "ms", "low"),
+    ("broker peak RSS without (MiB)", lambda r: mib(r.get("baseline_peak_rss_kib")), "f1", "low"),
+    ("broker peak RSS with (MiB)", lambda r: mib(r.get("stalled_peak_rss_kib")), "f1", "low"),
+    ("RSS growth (MiB, ≤ 16)", lambda r: mib(r.get("rss_growth_kib")), "f1", "low"),
+    ("dropped for the stalled subscriber", "dropped_for_stalled", "int", None),
+    ("broker's $SYS drop count", "broker_dropped", "int", None),
+    ("other processes (CPUs)", "other_load", "f2", None),
+]
 
 CONNECTION_ROWS = [
     ("connections/s", "connections_per_s", "int", "high"),
@@ -147,6 +170,8 @@ def notes(results, scenario, brokers):
         if isinstance(load, (int, float)) and load > BUSY:
             out.append(f"- {b}: other processes used {load:.2f} CPUs during this scenario: its figures are "
                        "disturbed.")
+        if r.get("failures"):
+            out.append(f"- {b}: fails the scenario's checks: {r['failures']}")
         if r.get("out_of_order"):
             out.append(f"- {b}: {r['out_of_order']:,} deliveries out of order or duplicated.")
     return out
@@ -344,7 +369,8 @@ def main():
         out.append("")
         out.append(description)
         out.append("")
-        out.append(table(results, key, brokers, CONNECTION_ROWS if key == "connections" else FLOW_ROWS))
+        rows = CONNECTION_ROWS if key == "connections" else SLOW_ROWS if key.startswith("slow-") else FLOW_ROWS
+        out.append(table(results, key, brokers, rows))
         out.append("")
     if PERSISTENT in ran:
         out.append("## Persistence")

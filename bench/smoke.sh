@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Smoke test of the benchmark harness (for .ci/run; about 10 s): starts our broker (debug build,
+# Smoke test of the benchmark harness (for .ci/run; about 35 s): starts our broker (debug build,
 # to spare CI a release build) on a free port of 127.0.0.1, runs `amqtt-bench smoke` against it
 # (every scenario for 1 s, 500 idle connections), and stops the broker. Fails if a scenario
-# delivered nothing or if the pairs scenario lost an acknowledged QoS 1 message.
+# delivered nothing or if the pairs scenario lost an acknowledged QoS 1 message. Then a 20-second
+# bench/soak.sh (its own broker, persistence on, client kills; half the soak's default rate, for
+# slow CI machines) so that the soak keeps working: it fails on a lost acknowledged QoS 1/2
+# message, a duplicated QoS 2 one, or RSS growth, and checks no throughput.
 #
 # Nothing timing-based is checked: the figures are printed, not compared.
 set -euo pipefail
@@ -45,5 +48,6 @@ broker_pid=""
 if [ "$status" -ne 0 ]; then
     echo "bench/smoke.sh: FAILED; the broker's warnings:" >&2
     tail -20 "$work/broker.log" >&2
+    exit "$status"
 fi
-exit "$status"
+bench/soak.sh --debug --no-build --duration 20 -- --rate 1000

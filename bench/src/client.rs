@@ -39,12 +39,22 @@ impl Conn {
     /// The same with the clean-session flag given: `false` asks for a persistent session, which
     /// the broker keeps (subscriptions, queued QoS 1/2 messages) while the client is away.
     pub async fn connect_with(addr: SocketAddr, client_id: &str, clean_session: bool) -> anyhow::Result<Conn> {
+        Ok(Self::connect_session(addr, client_id, clean_session).await?.0)
+    }
+
+    /// The same, also returning the CONNACK's session-present flag: whether the broker resumed
+    /// a session it kept for this client id.
+    pub async fn connect_session(
+        addr: SocketAddr,
+        client_id: &str,
+        clean_session: bool,
+    ) -> anyhow::Result<(Conn, bool)> {
         tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::connect_inner(addr, client_id, clean_session))
             .await
             .with_context(|| format!("{client_id}: no CONNACK within {HANDSHAKE_TIMEOUT:?}"))?
     }
 
-    async fn connect_inner(addr: SocketAddr, client_id: &str, clean_session: bool) -> anyhow::Result<Conn> {
+    async fn connect_inner(addr: SocketAddr, client_id: &str, clean_session: bool) -> anyhow::Result<(Conn, bool)> {
         let stream = TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
         stream.set_nodelay(true)?;
         // Small at first: the idle-connections scenario holds thousands of these.
@@ -61,7 +71,7 @@ impl Conn {
         });
         conn.send(&connect).await?;
         match conn.read_packet().await? {
-            Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Accepted => Ok(conn),
+            Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Accepted => Ok((conn, ack.session_present)),
             Packet::ConnAck(ack) => bail!("{client_id}: connection refused: {:?}", ack.code),
             other => bail!("{client_id}: expected CONNACK, got {other:?}"),
         }
@@ -117,6 +127,14 @@ impl Conn {
                 return Ok(Packet::read(frame)?);
             }
             self.fill().await?;
+        }
+    }
+
+    /// Closes the connection without DISCONNECT, as a crashing client or a lost network would:
+    /// with `reset`, an RST (SO_LINGER 0: unsent data discarded), else an ordinary FIN.
+    pub fn abort(self, reset: bool) {
+        if reset {
+            let _ = self.stream.set_zero_linger();
         }
     }
 

@@ -90,19 +90,19 @@ pub struct Settings {
 
 /// State shared by the publishers, the subscribers and the driver. Counters are updated once
 /// per batch, not per message.
-struct Shared {
-    sent: Vec<AtomicU64>,
-    acked: Vec<AtomicU64>,
+pub(crate) struct Shared {
+    pub(crate) sent: Vec<AtomicU64>,
+    pub(crate) acked: Vec<AtomicU64>,
     /// Per publisher: the sum over subscribers of (highest sequence seen + 1).
     progress: Vec<AtomicU64>,
     /// Per publisher: woken when its progress moves.
     progressed: Vec<Notify>,
-    delivered: AtomicU64,
-    last_delivery_ns: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) last_delivery_ns: AtomicU64,
 }
 
 impl Shared {
-    fn new(publishers: usize) -> Shared {
+    pub(crate) fn new(publishers: usize) -> Shared {
         let counters = || (0..publishers).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
         Shared {
             sent: counters(),
@@ -114,15 +114,15 @@ impl Shared {
         }
     }
 
-    fn total(counters: &[AtomicU64]) -> u64 {
+    pub(crate) fn total(counters: &[AtomicU64]) -> u64 {
         counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 }
 
 #[derive(Default)]
-struct SubscriberStats {
-    latency: Histogram,
-    out_of_order: u64,
+pub(crate) struct SubscriberStats {
+    pub(crate) latency: Histogram,
+    pub(crate) out_of_order: u64,
 }
 
 pub async fn run(spec: &FlowSpec, settings: &Settings) -> anyhow::Result<Report> {
@@ -294,6 +294,7 @@ pub async fn run(spec: &FlowSpec, settings: &Settings) -> anyhow::Result<Report>
         bench_cpu_s: usage.bench_cpu_s,
         other_load: Some(usage.other_cpu_s / usage.wall_s),
         connections: None,
+        slow: None,
         error,
     })
 }
@@ -452,7 +453,8 @@ impl Publisher {
     }
 }
 
-async fn subscriber(
+/// Reads and counts deliveries (acknowledging QoS 1/2) until `cancel`; returns the connection.
+pub(crate) async fn subscriber(
     mut conn: Conn,
     n_pubs: usize,
     shared: Arc<Shared>,

@@ -5,7 +5,9 @@
 //! Scenarios: `fan-in`, `fan-out`, `pairs` (also with persistent subscribers), `connections`,
 //! `latency`; `all` runs them one after the other against one broker, `smoke` runs them all for 1 s each and fails when one delivered
 //! nothing or when `pairs` lost a QoS 1 message. `bench/compare.sh` runs them against amqtt-rs,
-//! Mosquitto and rumqttd and writes docs/BENCHMARKS.md.
+//! Mosquitto and rumqttd and writes docs/BENCHMARKS.md. Robustness (issue 9): `slow-consumer`
+//! (a subscriber that stops reading, `slow.rs`) and `soak` (long mixed load with client kills,
+//! `soak/`, driven by `bench/soak.sh`); both fail (exit status 1) when their checks do.
 
 mod client;
 mod connections;
@@ -14,6 +16,8 @@ mod histogram;
 mod monitor;
 mod procfs;
 mod report;
+mod slow;
+mod soak;
 
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
@@ -25,6 +29,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::flow::{FlowSpec, Settings};
 use crate::report::Report;
+use crate::slow::SlowSpec;
+use crate::soak::SoakSettings;
 
 /// Load generator for MQTT 3.1.1 brokers.
 ///
@@ -89,6 +95,47 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         rate: u32,
     },
+    /// A subscriber that stops reading its socket: paced publishers (QoS 0 or 1, --rate msg/s
+    /// in all) to --subscribers subscribers on a wildcard, run twice (phase 1 without, phase 2
+    /// with one more subscriber on the same filter that never reads). Reports the reading
+    /// subscribers' msg/s in both phases and their ratio, the broker's peak RSS in each, and what
+    /// the stalled subscriber was dropped (owed minus received once it reads again). Fails when
+    /// the ratio is below --min-ratio, the peak RSS grows by more than --max-rss-growth-mib, or
+    /// (with --sys-interval) the broker's `$SYS` drop count differs from what was missed.
+    SlowConsumer {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_delimiter = ',', default_value = "0,1", value_parser = parse_qos)]
+        qos: Vec<QoS>,
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        /// Subscribers that keep reading.
+        #[arg(long, default_value_t = 4)]
+        subscribers: usize,
+        /// Messages per second, all publishers together.
+        #[arg(long, default_value_t = 100_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 0.9)]
+        min_ratio: f64,
+        /// Allowed growth of the broker's peak RSS from phase 1 to phase 2. The stalled session
+        /// may hold max-queued-messages (1 000 by default: ~0.2 MiB of 64-byte messages) plus a
+        /// 64 KiB write buffer; without a limit it would grow by ~20 MiB per second at 100 000
+        /// msg/s. 16 MiB is far above the first and under one second of the second.
+        #[arg(long, default_value_t = 16.0)]
+        max_rss_growth_mib: f64,
+        /// Print the figures and exit 0 even when a check fails (for bench/compare.sh, which
+        /// reports every broker's figures).
+        #[arg(long)]
+        report_only: bool,
+        /// The broker's `$SYS` interval in seconds (its `sys_interval`): reads the rise of
+        /// `$SYS/broker/publish/messages/dropped` over phase 2. 0: not read.
+        #[arg(long, default_value_t = 0.0)]
+        sys_interval: f64,
+    },
+    /// Long mixed load with random client kills, checking that no acknowledged QoS 1/2 message
+    /// to a persistent session is lost (nor a QoS 2 one duplicated) and that the broker's RSS
+    /// levels off. bench/soak.sh runs it against a fresh broker with persistence on.
+    Soak(SoakArgs),
     /// Every scenario, one after the other, against one broker process.
     All {
         #[command(flatten)]
@@ -149,6 +196,48 @@ struct Common {
 }
 
 #[derive(Debug, Clone, Args)]
+struct SoakArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 600.0)]
+    duration: f64,
+    /// Messages per second, all publishers together. The broker's max-queued-messages must hold
+    /// what a persistent subscriber misses during an outage (up to 2 s of this rate), or its
+    /// queue drops messages by design and the soak reports them lost.
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Mean seconds between two client kills.
+    #[arg(long, default_value_t = 2.0)]
+    kill_every: f64,
+    /// Seed of the random choices (kills, outages, churn) [default: from the clock].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The broker's pid: its RSS and open files are sampled from /proc/PID.
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Seconds between two RSS samples.
+    #[arg(long, default_value_t = 5.0)]
+    rss_every: f64,
+    /// Allowed RSS growth over the second half of the run (least-squares slope times its
+    /// length): about 3 times what a passing 10-minute run shows, under what a leak of 1 KiB per
+    /// connection or 8 bytes per message would add in that time (docs/BENCHMARKS.md, "Soak").
+    #[arg(long, default_value_t = 4.0)]
+    max_rss_growth_mib: f64,
+    /// Longest final drain, in seconds.
+    #[arg(long, default_value_t = 120.0)]
+    drain_max: f64,
+    /// Worker threads of the bench's runtime [default: number of CPUs].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print every kill and reconnect.
+    #[arg(long)]
+    verbose: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 struct ConnArgs {
     /// Connections to open.
     #[arg(long, default_value_t = 5000)]
@@ -174,6 +263,7 @@ enum Scenario {
     Pairs { pairs: usize, persistent: bool },
     Connections { count: usize, concurrency: usize },
     Latency { qos: QoS, publishers: usize, rate: u32 },
+    SlowConsumer(SlowSpec),
 }
 
 impl Scenario {
@@ -238,7 +328,7 @@ impl Scenario {
                 1,
                 Some(rate),
             ),
-            Scenario::Connections { .. } => return None,
+            Scenario::Connections { .. } | Scenario::SlowConsumer(_) => return None,
         })
     }
 
@@ -248,6 +338,7 @@ impl Scenario {
             (Scenario::Connections { count, concurrency }, None) => {
                 connections::run(*count, *concurrency, settings).await
             }
+            (Scenario::SlowConsumer(spec), None) => slow::run(spec, settings).await,
             (_, None) => unreachable!("every scenario but connections is a flow"),
         }
     }
@@ -265,7 +356,39 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
+    // Whether failed checks of slow-consumer make the exit status.
+    let mut enforce = true;
     let (common, scenarios, smoke) = match command {
+        Command::Soak(args) => return soak(args),
+        Command::SlowConsumer {
+            common,
+            qos,
+            publishers,
+            subscribers,
+            rate,
+            min_ratio,
+            max_rss_growth_mib,
+            report_only,
+            sys_interval,
+        } => {
+            enforce = !report_only;
+            let sys_interval = (sys_interval > 0.0).then(|| Duration::from_secs_f64(sys_interval));
+            let scenarios = qos
+                .into_iter()
+                .map(|qos| {
+                    Scenario::SlowConsumer(SlowSpec {
+                        qos,
+                        publishers,
+                        subscribers,
+                        rate,
+                        min_ratio,
+                        max_rss_growth_kib: (max_rss_growth_mib * 1024.0) as u64,
+                        sys_interval,
+                    })
+                })
+                .collect();
+            (common, scenarios, false)
+        }
         Command::FreePort => {
             let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1:0")?;
             println!("{}", listener.local_addr()?.port());
@@ -328,14 +451,48 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         if smoke {
             failures.extend(smoke_failures(&report));
         }
+        if let Some(slow) = report.slow.as_ref().filter(|_| enforce) {
+            failures.extend(slow.failures.iter().map(|f| format!("{}: {f}", report.scenario)));
+        }
     }
     if failures.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
     for failure in &failures {
-        eprintln!("amqtt-bench smoke: FAILED: {failure}");
+        eprintln!("amqtt-bench: FAILED: {failure}");
     }
     Ok(ExitCode::FAILURE)
+}
+
+fn soak(args: SoakArgs) -> anyhow::Result<ExitCode> {
+    for (name, value) in [("--duration", args.duration), ("--rate", args.rate), ("--kill-every", args.kill_every)] {
+        if !(value > 0.0 && value.is_finite()) {
+            bail!("{name} must be a positive number");
+        }
+    }
+    if !(args.rss_every > 0.0 && args.drain_max > 0.0) {
+        bail!("--rss-every and --drain-max must be positive numbers of seconds");
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    });
+    let settings = SoakSettings {
+        addr: resolve(&args.host, args.port)?,
+        duration: Duration::from_secs_f64(args.duration),
+        rate: args.rate,
+        seed,
+        kill_every: Duration::from_secs_f64(args.kill_every),
+        broker_pid: args.broker_pid,
+        rss_every: Duration::from_secs_f64(args.rss_every),
+        max_rss_growth_kib: (args.max_rss_growth_mib * 1024.0) as u64,
+        drain_max: Duration::from_secs_f64(args.drain_max),
+        run_id: std::process::id().to_string(),
+        verbose: args.verbose,
+    };
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)).enable_all().build()?;
+    let outcome = runtime.block_on(soak::run(&settings))?;
+    Ok(if outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Why a smoke run's scenario fails, if it does.

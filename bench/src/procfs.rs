@@ -69,6 +69,12 @@ pub fn rss_kib(pid: Pid) -> anyhow::Result<u64> {
     bail!("{path}: no VmRSS line (is the process a zombie?)")
 }
 
+/// Open file descriptors of the process (entries of `/proc/PID/fd`): sockets, the store, ...
+pub fn open_fds(pid: Pid) -> anyhow::Result<u64> {
+    let path = pid.path("fd");
+    Ok(fs::read_dir(&path).with_context(|| format!("cannot read {path}"))?.count() as u64)
+}
+
 /// `None` stands for `unlimited`.
 fn parse_limit(value: &str) -> anyhow::Result<Option<u64>> {
     if value == "unlimited" {
@@ -133,6 +139,8 @@ mod tests {
         assert!(machine_cpu_seconds().expect("/proc/stat") >= cpu);
         let rss = rss_kib(Pid::This).expect("own status");
         assert!(rss > 0);
+        // stdin, stdout, stderr at least.
+        assert!(open_fds(Pid::This).expect("own fds") >= 3);
         let (soft, _) = open_files_limits().expect("own limits");
         assert!(soft.is_none_or(|soft| soft > 0));
     }

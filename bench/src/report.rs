@@ -32,6 +32,43 @@ pub struct ConnectionFigures {
     pub rss_per_conn_kib: Option<f64>,
 }
 
+/// The slow-consumer scenario's own figures: phase 1 (no stalled subscriber) against phase 2
+/// (one subscriber that does not read). Rates are per reading subscriber.
+#[derive(Debug, Clone, Default)]
+pub struct SlowConsumerFigures {
+    /// What the publishers were paced at, all together.
+    pub target_rate: f64,
+    pub baseline_rate: f64,
+    pub stalled_rate: f64,
+    /// stalled_rate / baseline_rate.
+    pub ratio: f64,
+    pub min_ratio: f64,
+    /// What the publishers managed to send, per second.
+    pub baseline_sent_rate: f64,
+    pub stalled_sent_rate: f64,
+    /// Publishing slots skipped because the publisher was held back (see `slow.rs`).
+    pub baseline_skipped: u64,
+    pub stalled_skipped: u64,
+    /// Deliveries the reading subscribers missed (owed minus delivered, all of them).
+    pub baseline_lost: u64,
+    pub stalled_lost: u64,
+    pub baseline_p99_us: Option<f64>,
+    pub stalled_p99_us: Option<f64>,
+    pub baseline_peak_rss_kib: Option<u64>,
+    pub stalled_peak_rss_kib: Option<u64>,
+    /// Phase 2's peak RSS minus phase 1's.
+    pub rss_growth_kib: Option<i64>,
+    pub max_rss_growth_kib: u64,
+    /// Messages the stalled subscriber was owed, and received once it read again: the
+    /// difference is what the broker dropped for it.
+    pub stalled_owed: u64,
+    pub stalled_received: u64,
+    /// The rise of the broker's `$SYS/broker/publish/messages/dropped` over phase 2, if read.
+    pub broker_dropped: Option<u64>,
+    /// Why the scenario fails, if it does.
+    pub failures: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub scenario: String,
@@ -63,6 +100,7 @@ pub struct Report {
     /// bench): how busy the machine was.
     pub other_load: Option<f64>,
     pub connections: Option<ConnectionFigures>,
+    pub slow: Option<SlowConsumerFigures>,
     /// First error met by a client, if any (the scenario still reports what it measured).
     pub error: Option<String>,
 }
@@ -109,6 +147,33 @@ impl Report {
             j.opt_u64("broker_rss_connected_kib", c.rss_connected_kib);
             j.f64("rss_per_connection_kib", c.rss_per_conn_kib);
         }
+        if let Some(s) = &self.slow {
+            j.f64("target_rate", Some(s.target_rate));
+            j.f64("baseline_rate", Some(s.baseline_rate));
+            j.f64("stalled_rate", Some(s.stalled_rate));
+            j.f64("ratio", Some(s.ratio));
+            j.f64("min_ratio", Some(s.min_ratio));
+            j.f64("baseline_sent_rate", Some(s.baseline_sent_rate));
+            j.f64("stalled_sent_rate", Some(s.stalled_sent_rate));
+            j.u64("baseline_skipped", s.baseline_skipped);
+            j.u64("stalled_skipped", s.stalled_skipped);
+            j.u64("baseline_lost", s.baseline_lost);
+            j.u64("stalled_lost", s.stalled_lost);
+            j.f64("baseline_p99_us", s.baseline_p99_us);
+            j.f64("stalled_p99_us", s.stalled_p99_us);
+            j.opt_u64("baseline_peak_rss_kib", s.baseline_peak_rss_kib);
+            j.opt_u64("stalled_peak_rss_kib", s.stalled_peak_rss_kib);
+            j.f64("rss_growth_kib", s.rss_growth_kib.map(|g| g as f64));
+            j.u64("max_rss_growth_kib", s.max_rss_growth_kib);
+            j.u64("stalled_owed", s.stalled_owed);
+            j.u64("stalled_received", s.stalled_received);
+            j.u64("dropped_for_stalled", s.stalled_owed.saturating_sub(s.stalled_received));
+            j.opt_u64("broker_dropped", s.broker_dropped);
+            j.bool("pass", s.failures.is_empty());
+            if !s.failures.is_empty() {
+                j.str("failures", &s.failures.join("; "));
+            }
+        }
         if let Some(error) = &self.error {
             j.str("error", error);
         }
@@ -117,7 +182,9 @@ impl Report {
 
     pub fn to_human(&self) -> String {
         let mut s = format!("{:<13} {:<10}", self.scenario, self.label);
-        if let Some(c) = &self.connections {
+        if let Some(slow) = &self.slow {
+            slow.write_human(&mut s);
+        } else if let Some(c) = &self.connections {
             let _ =
                 write!(s, " {}/{} connected in {:.2} s: {:.0} conn/s", c.connected, c.requested, c.connect_s, c.per_s);
             if let Some(per) = c.rss_per_conn_kib {
@@ -156,7 +223,46 @@ impl Report {
     }
 }
 
-/// A flat JSON object writer: enough for numbers, strings and nulls.
+impl SlowConsumerFigures {
+    fn write_human(&self, s: &mut String) {
+        let ms = |us: Option<f64>| us.map_or("—".to_owned(), |us| format!("{:.3} ms", us / 1e3));
+        let mib = |kib: Option<u64>| kib.map_or("—".to_owned(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0));
+        let _ = write!(
+            s,
+            " per reading subscriber: {:.0} msg/s without the stalled one, {:.0} with it (ratio {:.3}, at least {}); \
+             publishers sent {:.0} and {:.0} msg/s of {:.0} (skipped {} and {}); p99 {} and {}; \
+             broker peak RSS {} and {} ({}{:.1} MiB, at most {:.1}); the stalled subscriber got {} of {} (dropped {}); \
+             the reading ones missed {} and {}",
+            self.baseline_rate,
+            self.stalled_rate,
+            self.ratio,
+            self.min_ratio,
+            self.baseline_sent_rate,
+            self.stalled_sent_rate,
+            self.target_rate,
+            self.baseline_skipped,
+            self.stalled_skipped,
+            ms(self.baseline_p99_us),
+            ms(self.stalled_p99_us),
+            mib(self.baseline_peak_rss_kib),
+            mib(self.stalled_peak_rss_kib),
+            if self.rss_growth_kib.unwrap_or(0) >= 0 { "+" } else { "" },
+            self.rss_growth_kib.unwrap_or(0) as f64 / 1024.0,
+            self.max_rss_growth_kib as f64 / 1024.0,
+            self.stalled_received,
+            self.stalled_owed,
+            self.stalled_owed.saturating_sub(self.stalled_received),
+            self.baseline_lost,
+            self.stalled_lost,
+        );
+        if let Some(dropped) = self.broker_dropped {
+            let _ = write!(s, "; the broker counted {dropped} drops");
+        }
+        let _ = write!(s, "; {}", if self.failures.is_empty() { "PASS" } else { "FAIL" });
+    }
+}
+
+/// A flat JSON object writer: enough for numbers, strings, booleans and nulls.
 #[derive(Default)]
 struct Json {
     out: String,
@@ -189,6 +295,11 @@ impl Json {
     fn u64(&mut self, key: &str, value: u64) {
         self.key(key);
         let _ = write!(self.out, "{value}");
+    }
+
+    fn bool(&mut self, key: &str, value: bool) {
+        self.key(key);
+        self.out.push_str(if value { "true" } else { "false" });
     }
 
     fn opt_u64(&mut self, key: &str, value: Option<u64>) {
