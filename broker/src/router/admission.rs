@@ -13,8 +13,13 @@
 //!
 //! A subscriber that makes no real progress for [`STALL_GRACE`] counts as stalled: routing to it
 //! goes on and its own queue drops what does not fit (counted and logged), so one stuck client
-//! cannot hold back everybody publishing to what it subscribed to. An offline persistent
-//! session never holds anybody back either.
+//! cannot hold back everybody publishing to what it subscribed to. Real progress is the queue
+//! going down by half a report step between two reports: while its publishers are held back,
+//! a live client's queue can only shrink, while a stalled one's stays full (drops keep it so).
+//! Writes alone would not do: the kernel's socket buffers take megabytes from a client that
+//! reads nothing before its writes stop, and a client that acknowledges a QoS 1 message now and
+//! then would hold everybody back for ever. An offline persistent session never holds anybody
+//! back either.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -25,8 +30,7 @@ use amqtt_protocol::Publish;
 use crate::session::Session;
 
 /// How long a full subscriber may hold its publishers without draining. Short, because every
-/// publisher feeding it waits meanwhile; a subscriber that drains at least `Marks::step / 2`
-/// messages per grace period keeps counting as slow rather than stalled.
+/// publisher feeding it waits meanwhile.
 pub(crate) const STALL_GRACE: Duration = Duration::from_millis(500);
 
 /// The backlog levels, derived from `max-queued-messages`.
@@ -54,8 +58,6 @@ pub(crate) struct Progress {
     pub received: u32,
     /// Of those and of any it took over, how many are still in its queue.
     pub queued: u32,
-    /// Messages written to the socket (rather than dropped) since the last report.
-    pub written: u32,
 }
 
 /// What the router knows of one client's backlog.
@@ -98,17 +100,21 @@ impl Backlog {
 
     /// Takes a report. Returns whether publishers waiting for this client may try again.
     pub(crate) fn report(&mut self, progress: Progress, marks: Marks, clock: &Clock) -> bool {
+        let drained = progress.queued.saturating_add((marks.step / 2).max(1)) <= self.reported_queued;
         self.reported_received = progress.received;
         self.reported_queued = progress.queued;
-        let was_waiting = self.waiting_since_ms != 0;
-        if progress.written >= marks.step / 2 {
-            // Draining: slow, not stalled. Waiting (if still full) starts again from now.
-            self.waiting_since_ms = 0;
-            if self.estimate() >= marks.high && was_waiting {
-                self.waiting_since_ms = clock.now_ms();
-            }
+        if self.waiting_since_ms == 0 {
+            return false;
         }
-        was_waiting && self.estimate() < marks.high
+        if self.estimate() < marks.high {
+            self.waiting_since_ms = 0;
+            return true;
+        }
+        if drained {
+            // Slow, not stalled: the wait starts again from now.
+            self.waiting_since_ms = clock.now_ms();
+        }
+        false
     }
 
     /// A new connection took the client id over: its session starts counting from zero.

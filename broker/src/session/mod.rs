@@ -267,9 +267,8 @@ pub struct Session {
     /// Messages received from the router (wrapping), for its admission control: see
     /// `report_drained`.
     received: u32,
-    /// Messages let go (written or dropped) by the last report to the router, and written since.
+    /// Messages let go (written or dropped) by the last report to the router.
     reported_gone: u32,
-    written: u32,
     /// What publishing needs while messages of this client are on their way through the
     /// router; boxed and dropped when nothing is, so a quiet client does not pay for it.
     publishing: Option<Box<Publishing>>,
@@ -358,7 +357,6 @@ impl Session {
                 dropped: 0,
                 received: 0,
                 reported_gone: 0,
-                written: 0,
                 publishing: None,
                 client_info,
                 shared,
@@ -401,7 +399,6 @@ impl Session {
                 dropped: 0,
                 received: 0,
                 reported_gone: 0,
-                written: 0,
                 publishing: None,
                 client_info: None,
                 shared,
@@ -958,7 +955,6 @@ impl Session {
             if let Some(conn) = &mut self.conn {
                 conn.write(&Packet::Publish(publish));
             }
-            self.written = self.written.wrapping_add(1);
         }
     }
 
@@ -997,7 +993,7 @@ impl Session {
             return;
         }
         self.reported_gone = gone;
-        let progress = router::Progress { received: self.received, queued, written: std::mem::take(&mut self.written) };
+        let progress = router::Progress { received: self.received, queued };
         self.shared.router.do_send(router::Drained {
             client_id: self.client_id.clone(),
             generation: client.generation,
