@@ -120,6 +120,18 @@ impl Conn {
         Ok(n)
     }
 
+    /// Reads whatever has arrived into the read buffer, without waiting; fails on end of stream.
+    pub fn fill_available(&mut self) -> anyhow::Result<()> {
+        loop {
+            match self.stream.try_read_buf(&mut self.rbuf) {
+                Ok(0) => bail!("connection closed by the broker"),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Reads until one whole packet is buffered, and decodes it.
     pub async fn read_packet(&mut self) -> anyhow::Result<Packet> {
         loop {

@@ -21,16 +21,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amqtt_protocol::{ByteString, Packet, PubAck, Publish, QoS};
+use amqtt_protocol::{Packet, PubAck, QoS};
 use anyhow::bail;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Conn;
-use crate::flow::{self, now_ns, Settings, Shared, HEADER_LEN};
+use crate::flow::{self, now_ns, MessageWriter, Settings, Shared, HEADER_LEN};
 use crate::histogram::Histogram;
 use crate::monitor::{Monitor, Usage};
 use crate::report::{BrokerFigures, Latency, Report, SlowConsumerFigures};
@@ -446,23 +446,10 @@ impl Paced {
     /// Returns the connection and the slots skipped.
     async fn run(self, mut conn: Conn, shared: Arc<Shared>) -> anyhow::Result<(Conn, u64)> {
         let acked_qos = self.qos != QoS::AtMostOnce;
-        // One PUBLISH encoded by the protocol crate; each message is a copy with its packet id
-        // and payload header patched in place.
-        let mut template = BytesMut::new();
-        Packet::Publish(Publish {
-            dup: false,
-            qos: self.qos,
-            retain: false,
-            topic: ByteString::from(self.topic.clone()),
-            pkid: if acked_qos { 1 } else { 0 },
-            payload: Bytes::from(vec![0u8; self.payload]),
-        })
-        .write(&mut template)?;
-        let payload_at = template.len() - self.payload;
-        let mut wbuf = BytesMut::with_capacity(template.len() * MAX_BATCH as usize);
+        let mut messages = MessageWriter::new(&self.topic, self.qos, self.payload, self.index)?;
         let max_catch_up = ((self.rate * MAX_CATCH_UP.as_secs_f64()) as u64).max(1);
         let duration = self.end.saturating_duration_since(self.start);
-        let (mut seq, mut slots, mut skipped, mut in_flight, mut pkid) = (0u64, 0u64, 0u64, 0u32, 0u16);
+        let (mut slots, mut skipped, mut in_flight) = (0u64, 0u64, 0u32);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         while Instant::now() < self.end {
@@ -485,22 +472,7 @@ impl Paced {
             let mut left = n;
             while left > 0 {
                 let batch = left.min(MAX_BATCH);
-                let timestamp = now_ns();
-                wbuf.clear();
-                for _ in 0..batch {
-                    let at = wbuf.len();
-                    wbuf.extend_from_slice(&template);
-                    if acked_qos {
-                        pkid = pkid.checked_add(1).unwrap_or(1);
-                        wbuf[at + payload_at - 2..at + payload_at].copy_from_slice(&pkid.to_be_bytes());
-                    }
-                    let header = &mut wbuf[at + payload_at..at + payload_at + HEADER_LEN];
-                    header[..8].copy_from_slice(&timestamp.to_be_bytes());
-                    header[8..12].copy_from_slice(&(self.index as u32).to_be_bytes());
-                    header[12..20].copy_from_slice(&seq.to_be_bytes());
-                    seq += 1;
-                }
-                conn.stream.write_all(&wbuf).await?;
+                conn.stream.write_all(messages.next_batch(batch)).await?;
                 shared.sent[self.index].fetch_add(batch, Ordering::Relaxed);
                 left -= batch;
             }
@@ -508,14 +480,7 @@ impl Paced {
             if acked_qos && n > 0 {
                 in_flight += n as u32;
                 // Collect whatever PUBACKs have arrived, without waiting.
-                loop {
-                    match conn.stream.try_read_buf(&mut conn.rbuf) {
-                        Ok(0) => bail!("connection closed by the broker"),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                conn.fill_available()?;
                 in_flight -= take_acks(&mut conn, &shared, self.index)?;
             }
         }

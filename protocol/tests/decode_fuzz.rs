@@ -7,6 +7,9 @@
 
 #[path = "support/decode_check.rs"]
 mod decode_check;
+#[path = "support/remaining_length.rs"]
+mod remaining_length;
+use remaining_length::remaining_length;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -18,20 +21,6 @@ static ALLOC: decode_check::CountingAlloc = decode_check::CountingAlloc;
 /// follows, sometimes small enough to cut it.
 fn max_packet_size() -> impl Strategy<Value = [u8; 2]> {
     prop_oneof![3 => Just(u16::MAX), 1 => 0..64u16, 1 => any::<u16>()].prop_map(u16::to_le_bytes)
-}
-
-/// The remaining-length bytes for `len` (MQTT 3.1.1 section 2.2.3).
-fn remaining_length(mut len: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (len % 128) as u8;
-        len /= 128;
-        if len == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 /// A piece of a packet body: the fields packets are made of, with valid, edge and invalid values.

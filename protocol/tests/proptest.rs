@@ -13,6 +13,10 @@ use proptest::option;
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
+#[path = "support/remaining_length.rs"]
+mod remaining_length;
+use remaining_length::remaining_length;
+
 // ---- field strategies -------------------------------------------------------------------------
 
 fn qos() -> impl Strategy<Value = QoS> {
@@ -160,20 +164,6 @@ fn encode(packet: &Packet) -> BytesMut {
     let mut buf = BytesMut::new();
     packet.write(&mut buf).expect("valid packets encode");
     buf
-}
-
-/// The remaining-length bytes for `len` (MQTT 3.1.1 section 2.2.3).
-fn remaining_length(mut len: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (len % 128) as u8;
-        len /= 128;
-        if len == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 /// A frame with a valid packet type, mostly valid flags and a short arbitrary body whose length
