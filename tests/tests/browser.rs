@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use amqtt_tests::broker_process::cargo_build;
 use amqtt_tests::process::{peer_available, probe, ChildLines};
 use amqtt_tests::*;
 use tokio::process::Command;
@@ -44,23 +45,7 @@ fn browser_available() -> bool {
 fn amqtt_pub() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        // This test runs as target/<profile>/deps/browser-<hash>.
-        let exe = std::env::current_exe().expect("cannot tell where this test runs from");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("test binary outside a target folder");
-        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") => vec![],
-            Some("release") => vec!["--release".to_string()],
-            Some(other) => vec!["--profile".to_string(), other.to_string()],
-            None => panic!("unexpected target folder {}", profile_dir.display()),
-        };
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let output = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "amqtt-client", "--bin", "amqtt_pub"])
-            .args(profile)
-            .current_dir(workspace)
-            .output()
-            .expect("cannot run cargo");
-        assert!(output.status.success(), "cargo build failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        let profile_dir = cargo_build(&["-p", "amqtt-client", "--bin", "amqtt_pub"]);
         let binary = profile_dir.join(format!("amqtt_pub{}", std::env::consts::EXE_SUFFIX));
         assert!(binary.is_file(), "no amqtt_pub at {}", binary.display());
         binary
