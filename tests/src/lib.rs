@@ -6,6 +6,7 @@
 //! processes, [`session_ops`] is the op model of the session fuzzing (target and test).
 
 pub mod broker_process;
+pub mod bystanders;
 pub mod process;
 pub mod raw;
 pub mod session_ops;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use amqtt_broker::{Broker, Config, RunningBroker};
 pub use amqtt_protocol::*;
+pub use bystanders::Bystanders;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -398,9 +400,13 @@ pub async fn subscriber_and_publisher(addr: SocketAddr, filters: &[(&str, QoS)])
 /// work.
 pub async fn round_trip(publisher: &mut TestClient, subscriber: &mut TestClient, topic: &str, payload: &[u8]) {
     publisher.publish(topic, payload, QoS::AtLeastOnce, false).await;
-    let got = subscriber.recv_publish().await;
-    assert_eq!((got.topic.as_ref() as &str, got.payload.as_ref()), (topic, payload));
-    subscriber.ack(&got).await;
+    let next = subscriber.recv_publish().await;
+    assert_eq!(
+        (next.topic.as_ref() as &str, next.payload.as_ref()),
+        (topic, payload),
+        "a message arrived that should not have: {next:?}"
+    );
+    subscriber.ack(&next).await;
 }
 
 /// Proves that nothing else is on its way to `subscriber`: publishes a marker on `topic` (which
@@ -409,12 +415,5 @@ pub async fn round_trip(publisher: &mut TestClient, subscriber: &mut TestClient,
 /// would have delivered before the marker would show up first. Replaces sleep-based "nothing
 /// arrives" checks.
 pub async fn assert_nothing_before_marker(publisher: &mut TestClient, subscriber: &mut TestClient, topic: &str) {
-    publisher.publish(topic, b"marker", QoS::AtLeastOnce, false).await;
-    let next = subscriber.recv_publish().await;
-    assert_eq!(
-        (next.topic.as_ref() as &str, next.payload.as_ref()),
-        (topic, b"marker".as_ref()),
-        "a message arrived that should not have: {next:?}"
-    );
-    subscriber.ack(&next).await;
+    round_trip(publisher, subscriber, topic, b"marker").await;
 }

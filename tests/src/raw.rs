@@ -8,21 +8,24 @@ use crate::Packet;
 /// A packet with the given first byte (type and flags) and body, the remaining length encoded
 /// as section 2.2.3 says. The body is taken as it is, so it may be anything at all.
 pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut len = body.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
+    let mut out = fixed_header(first, body.len());
     out.extend_from_slice(body);
     out
+}
+
+/// A fixed header announcing `remaining` bytes (any number, even one over the protocol's
+/// 268,435,455), for a packet whose body is sent separately or never.
+pub fn fixed_header(first: u8, remaining: usize) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut len = remaining;
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        out.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            return out;
+        }
+    }
 }
 
 /// A length-prefixed field (section 1.5.3): two bytes of length, big-endian, then `bytes`

@@ -5,62 +5,16 @@
 //! before. The last test runs the `amqtt` binary to check what the log says, and how often.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 
-use amqtt_broker::StatsSnapshot;
 use amqtt_tests::broker_process::BrokerProcess;
-use amqtt_tests::raw::{encode, field};
+use amqtt_tests::raw::{encode, field, fixed_header};
 use amqtt_tests::*;
-
-/// A subscriber to `ok/#` and a publisher that check, after each case, that the broker still
-/// routes between them and that nothing unexpected reached the subscriber.
-struct Bystanders {
-    broker: RunningBroker,
-    sub: TestClient,
-    publisher: TestClient,
-}
-
-impl Bystanders {
-    async fn start(yaml: &str) -> Bystanders {
-        let broker = start_broker_with(yaml);
-        let sub = subscriber(addr(&broker), "bystander-sub", &[("ok/#", QoS::AtLeastOnce)]).await;
-        let (publisher, _) = TestClient::connect(addr(&broker), "bystander-pub", true).await;
-        Bystanders { broker, sub, publisher }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        addr(&self.broker)
-    }
-
-    fn stats(&self) -> StatsSnapshot {
-        self.broker.stats()
-    }
-
-    /// A QoS 1 round trip between the bystanders, with nothing delivered before it.
-    async fn still_served(&mut self) {
-        assert_nothing_before_marker(&mut self.publisher, &mut self.sub, "ok/marker").await;
-    }
-}
 
 /// The next PUBLISH to `client`, acknowledged.
 async fn recv_acked(client: &mut TestClient) -> Publish {
     let publish = client.recv_publish().await;
     client.ack(&publish).await;
     publish
-}
-
-/// A fixed header announcing `remaining` bytes, and nothing after it.
-fn header_only(first: u8, remaining: usize) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut len = remaining;
-    loop {
-        let byte = (len % 128) as u8;
-        len /= 128;
-        out.push(if len > 0 { byte | 0x80 } else { byte });
-        if len == 0 {
-            return out;
-        }
-    }
 }
 
 /// A CONNECT (clean session) whose will is published to `will_topic`.
@@ -84,14 +38,14 @@ async fn packet_announcing_10_mib_is_refused_from_its_header() {
     const TEN_MIB: usize = 10 * 1024 * 1024;
 
     let (mut offender, _) = TestClient::connect(bystanders.addr(), "offender", true).await;
-    offender.send_bytes(&header_only(0x30, TEN_MIB)).await;
+    offender.send_bytes(&fixed_header(0x30, TEN_MIB)).await;
     offender.expect_closed().await;
     let stats = bystanders.stats();
     assert_eq!((stats.packets_too_large, stats.protocol_errors), (1, 1));
 
     // The first packet of a connection too: a CONNECT header announcing 10 MiB.
     let mut early = TestClient::connect_raw(bystanders.addr()).await;
-    early.send_bytes(&header_only(0x10, TEN_MIB)).await;
+    early.send_bytes(&fixed_header(0x10, TEN_MIB)).await;
     early.expect_closed().await;
     assert_eq!(bystanders.stats().packets_too_large, 2);
 
@@ -105,7 +59,7 @@ async fn packet_announcing_10_mib_is_refused_from_its_header() {
     assert_eq!(bystanders.sub.recv_publish().await.payload.len(), payload.len());
     bystanders.still_served().await;
     assert_eq!(bystanders.stats().packets_too_large, 2);
-    bystanders.broker.stop();
+    bystanders.stop();
 }
 
 /// `connect-timeout`: a connection that sends nothing, and one that sends half a CONNECT, are
@@ -124,7 +78,7 @@ async fn connect_timeout_closes_silent_and_half_sent_connects() {
     assert_eq!((stats.connect_timeouts, stats.protocol_errors), (2, 0));
     bystanders.still_served().await;
     assert_eq!(bystanders.stats().connect_timeouts, 2, "connected clients are not timed out");
-    bystanders.broker.stop();
+    bystanders.stop();
 }
 
 /// `max-inflight-messages: 2`: of 5 QoS 1 messages to a subscriber that does not acknowledge,
@@ -161,7 +115,7 @@ async fn max_inflight_messages_bounds_unacknowledged_deliveries() {
     assert_nothing_before_marker(&mut bystanders.publisher, &mut slow, "w/marker").await;
     assert_eq!(bystanders.stats().messages_dropped, 0);
     bystanders.still_served().await;
-    bystanders.broker.stop();
+    bystanders.stop();
 }
 
 /// `max-queued-messages: 5`: a persistent subscriber away while 8 QoS 1 messages are published
@@ -188,7 +142,7 @@ async fn max_queued_messages_drops_and_counts_the_overflow() {
     assert_nothing_before_marker(&mut bystanders.publisher, &mut away, "q/marker").await;
     assert_eq!(bystanders.stats().messages_dropped, 3);
     bystanders.still_served().await;
-    bystanders.broker.stop();
+    bystanders.stop();
 }
 
 /// `max-subscriptions-per-client: 2`: new filters beyond 2 get 0x80 and are counted in
@@ -213,7 +167,7 @@ async fn max_subscriptions_per_client_refuses_and_counts_extra_filters() {
     // 2 for `collector`, 1 for the bystander subscriber.
     assert_eq!(bystanders.stats().subscriptions, 3);
     bystanders.still_served().await;
-    bystanders.broker.stop();
+    bystanders.stop();
 }
 
 /// `max-topic-length: 16`: a SUBSCRIBE filter of 17 bytes gets 0x80 (the others of the packet
@@ -247,7 +201,7 @@ async fn max_topic_length_refuses_filters_and_closes_publishers() {
     let stats = bystanders.stats();
     assert_eq!((stats.topics_too_long, stats.topic_levels_exceeded, stats.protocol_errors), (3, 0, 0));
     bystanders.still_served().await;
-    bystanders.broker.stop();
+    bystanders.stop();
 }
 
 /// `max-topic-levels: 4`, enforced like the length: a 5-level filter gets 0x80, a PUBLISH to a
@@ -278,7 +232,7 @@ async fn max_topic_levels_refuses_filters_and_closes_publishers() {
     let stats = bystanders.stats();
     assert_eq!((stats.topic_levels_exceeded, stats.topics_too_long, stats.protocol_errors), (3, 0, 0));
     bystanders.still_served().await;
-    bystanders.broker.stop();
+    bystanders.stop();
 }
 
 /// What a user sees in the log of the `amqtt` binary: each limit exceeded is one warning naming

@@ -24,62 +24,24 @@ fn subscribe_raw(filter: &[u8], options: u8) -> Vec<u8> {
     frame(0x82, &cat(&[&[0, 1], &field(filter), &[options]]))
 }
 
-/// A broker with a subscriber and a publisher that check every case leaves the others alone.
-struct Bystanders {
-    broker: RunningBroker,
-    sub: TestClient,
-    publisher: TestClient,
-    round: u32,
-}
-
-impl Bystanders {
-    async fn start(yaml: &str) -> Bystanders {
-        let broker = start_broker_with(yaml);
-        let (mut sub, _) = TestClient::connect(addr(&broker), "bystander-sub", false).await;
-        assert_eq!(
-            sub.subscribe(&[("ok/#", QoS::AtLeastOnce)]).await,
-            vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)]
-        );
-        let (publisher, _) = TestClient::connect(addr(&broker), "bystander-pub", true).await;
-        let mut bystanders = Bystanders { broker, sub, publisher, round: 0 };
-        bystanders.round_trip().await;
-        bystanders
-    }
-
-    fn addr(&self) -> SocketAddr {
-        addr(&self.broker)
-    }
-
-    /// A QoS 1 publish from the publisher reaches the subscriber, and nothing else came first.
-    async fn round_trip(&mut self) {
-        self.round += 1;
-        let payload = format!("round {}", self.round);
-        round_trip(&mut self.publisher, &mut self.sub, "ok/t", payload.as_bytes()).await;
-    }
-
-    /// Connects a fresh client, sends `bytes` after its CONNECT was accepted, and asserts the
-    /// broker closes that connection (with nothing sent first), counts one protocol error, and
-    /// still serves the bystanders.
-    async fn assert_closes(&mut self, what: &str, bytes: &[u8]) {
-        let errors = self.broker.stats().protocol_errors;
-        let (mut bad, _) = TestClient::connect(self.addr(), "offender", true).await;
-        bad.send_bytes(bytes).await;
-        bad.expect_closed().await;
-        assert_eq!(self.broker.stats().protocol_errors, errors + 1, "{what}: protocol error not counted");
-        self.round_trip().await;
-        assert_eq!(self.broker.stats().clients_connected, 2, "{what}: bystanders still connected");
-    }
-
-    fn stop(self) {
-        self.broker.stop();
-    }
+/// Connects a fresh client, sends `bytes` after its CONNECT was accepted, and asserts the
+/// broker closes that connection (with nothing sent first), counts one protocol error, and
+/// still serves the bystanders.
+async fn assert_closes(bystanders: &mut Bystanders, what: &str, bytes: &[u8]) {
+    let errors = bystanders.stats().protocol_errors;
+    let (mut bad, _) = TestClient::connect(bystanders.addr(), "offender", true).await;
+    bad.send_bytes(bytes).await;
+    bad.expect_closed().await;
+    assert_eq!(bystanders.stats().protocol_errors, errors + 1, "{what}: protocol error not counted");
+    bystanders.still_served().await;
+    assert_eq!(bystanders.stats().clients_connected, 2, "{what}: bystanders still connected");
 }
 
 /// Runs `cases` against one broker, each on its own connection.
 async fn assert_all_close(yaml: &str, cases: &[(&str, Vec<u8>)]) {
     let mut bystanders = Bystanders::start(yaml).await;
     for (what, bytes) in cases {
-        bystanders.assert_closes(what, bytes).await;
+        assert_closes(&mut bystanders, what, bytes).await;
     }
     bystanders.stop();
 }
@@ -263,7 +225,7 @@ async fn reserved_packet_types() {
 async fn packet_larger_than_max_packet_size() {
     let mut bystanders = Bystanders::start("max-packet-size: 1024\n").await;
     // 10 000 = 0x10 | 0x80, 0x4E.
-    bystanders.assert_closes("10 000-byte PUBLISH header", &[0x30, 0x90, 0x4E]).await;
+    assert_closes(&mut bystanders, "10 000-byte PUBLISH header", &[0x30, 0x90, 0x4E]).await;
     // A packet of exactly 1024 bytes is within the limit.
     let topic = b"ok/big";
     let payload = vec![b'p'; 1024 - 3 - 2 - topic.len()];
@@ -274,7 +236,7 @@ async fn packet_larger_than_max_packet_size() {
     assert_eq!(got.payload.len(), payload.len());
     // One byte more is refused.
     let packet = frame(0x30, &cat(&[&field(topic), &payload, b"!"]));
-    bystanders.assert_closes("1025-byte PUBLISH", &packet).await;
+    assert_closes(&mut bystanders, "1025-byte PUBLISH", &packet).await;
     bystanders.stop();
 }
 
@@ -313,14 +275,14 @@ async fn truncated_packet_then_eof() {
         stream.write_all(bytes).await.unwrap();
         stream.shutdown().await.unwrap();
         assert_eq!(read_until_closed(&mut stream).await, b"", "nothing expected after a truncated packet");
-        bystanders.round_trip().await;
+        bystanders.still_served().await;
     }
     // Before CONNECT as well.
     let mut stream = TcpStream::connect(bystanders.addr()).await.unwrap();
     stream.write_all(&encode(connect_packet("cut", true))[..5]).await.unwrap();
     stream.shutdown().await.unwrap();
     assert_eq!(read_until_closed(&mut stream).await, b"");
-    bystanders.round_trip().await;
+    bystanders.still_served().await;
     bystanders.stop();
 }
 
@@ -346,14 +308,14 @@ async fn garbage_closes_the_connection() {
     let mut bystanders = Bystanders::start("max-packet-size: 1024\n").await;
     for seed in 1..=16u64 {
         let bytes = garbage(seed, 2048);
-        bystanders.assert_closes(&format!("garbage seed {seed} after CONNECT"), &bytes).await;
+        assert_closes(&mut bystanders, &format!("garbage seed {seed} after CONNECT"), &bytes).await;
 
-        let errors = bystanders.broker.stats().protocol_errors;
+        let errors = bystanders.stats().protocol_errors;
         let mut raw = TestClient::connect_raw(bystanders.addr()).await;
         raw.send_bytes(&bytes).await;
         raw.expect_closed().await;
-        assert_eq!(bystanders.broker.stats().protocol_errors, errors + 1, "garbage seed {seed} instead of CONNECT");
-        bystanders.round_trip().await;
+        assert_eq!(bystanders.stats().protocol_errors, errors + 1, "garbage seed {seed} instead of CONNECT");
+        bystanders.still_served().await;
     }
     bystanders.stop();
 }

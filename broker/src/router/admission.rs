@@ -70,6 +70,9 @@ pub(crate) struct Backlog {
     reported_queued: u32,
     /// Since when (router clock, ms; 0: not) the backlog has been full without progress.
     waiting_since_ms: u32,
+    /// Full for longer than [`STALL_GRACE`] without progress: routed to regardless, without
+    /// reading the clock for every message, until a report shows progress.
+    stalled: bool,
     /// A persistent session whose client is away: nobody waits for it.
     pub(crate) offline: bool,
 }
@@ -86,16 +89,22 @@ impl Backlog {
     }
 
     /// Whether one more message must wait, `pending` being those routed to the client but not
-    /// sent yet. The first time it must, the wait for progress starts; `clock` is read only then.
+    /// sent yet. The first time it must, the wait for progress starts; `clock` is read only
+    /// while the client is full and not yet known to be stalled.
     pub(crate) fn is_full(&mut self, pending: usize, marks: Marks, clock: &Clock) -> bool {
-        if self.offline || marks.high == 0 || self.estimate().saturating_add(pending as u32) < marks.high {
+        if self.offline
+            || self.stalled
+            || marks.high == 0
+            || self.estimate().saturating_add(pending as u32) < marks.high
+        {
             return false;
         }
         let now = clock.now_ms();
         if self.waiting_since_ms == 0 {
             self.waiting_since_ms = now;
         }
-        now.wrapping_sub(self.waiting_since_ms) < STALL_GRACE.as_millis() as u32
+        self.stalled = now.wrapping_sub(self.waiting_since_ms) >= STALL_GRACE.as_millis() as u32;
+        !self.stalled
     }
 
     /// Takes a report. Returns whether publishers waiting for this client may try again.
@@ -108,11 +117,13 @@ impl Backlog {
         }
         if self.estimate() < marks.high {
             self.waiting_since_ms = 0;
+            self.stalled = false;
             return true;
         }
         if drained {
             // Slow, not stalled: the wait starts again from now.
             self.waiting_since_ms = clock.now_ms();
+            self.stalled = false;
         }
         false
     }
