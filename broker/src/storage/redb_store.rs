@@ -62,9 +62,31 @@ impl RedbStore {
         let path = path.as_ref().to_path_buf();
         check_signature(&path)?;
         let db = Database::builder().set_cache_size(CACHE_SIZE).create(&path).map_err(|err| open_error(&path, err))?;
-        let store = RedbStore { db, path };
+        let mut store = RedbStore { db, path };
         store.check_format()?;
+        store.compact()?;
         Ok(store)
+    }
+
+    /// redb reuses the pages it frees but never gives them back, so the file stays as large as
+    /// the largest backlog it ever held (messages piling up for clients that were away, say).
+    /// Compaction needs the database to itself, as it is here before anything reads or writes
+    /// it, so the space goes back at every start.
+    fn compact(&mut self) -> Result<(), StoreError> {
+        let before = file_len(&self.path);
+        let started = std::time::Instant::now();
+        let compacted = self.db.compact().map_err(|e| self.error(e))?;
+        let after = file_len(&self.path);
+        if compacted && after < before {
+            tracing::info!(
+                path = %self.path.display(),
+                before_bytes = before,
+                after_bytes = after,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "persistence store compacted"
+            );
+        }
+        Ok(())
     }
 
     /// Checks the format version, or writes it into a new file; creates the tables.
@@ -228,6 +250,11 @@ impl Store for RedbStore {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
         txn.commit().map_err(|e| self.error(e))
     }
+}
+
+/// The file's length, 0 when it cannot be read (for a log line only).
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0)
 }
 
 /// Refuses a file that is neither missing, nor empty, nor a redb database: redb would report
@@ -409,6 +436,36 @@ mod tests {
         let mut want = expected();
         want.retained.insert(0, ("late".into(), QoS::AtMostOnce, Bytes::new()));
         assert_eq!(store.load().unwrap(), want);
+    }
+
+    #[test]
+    fn opening_gives_back_the_space_of_a_backlog_since_delivered() {
+        let (_dir, path) = store_path();
+        let mut store = RedbStore::open(&path).unwrap();
+        let payload: &'static [u8] = &[7; 512];
+        let sessions =
+            (0..8).map(|i| Change::SessionSaved { client_id: format!("away-{i}").into(), record: record("a/#", None) });
+        let messages = (0..8_000).map(|seq| Change::MessageSaved {
+            client_id: format!("away-{}", seq % 8).into(),
+            seq,
+            message: message(MessageState::Queued, "a/b", payload),
+        });
+        store.apply(&sessions.chain(messages).collect::<Vec<_>>(), true).unwrap();
+        let removed: Vec<Change> = (0..8_000)
+            .filter(|seq| seq % 1_000 != 0)
+            .map(|seq| Change::MessageRemoved { client_id: format!("away-{}", seq % 8).into(), seq })
+            .collect();
+        store.apply(&removed, true).unwrap();
+        drop(store);
+        let grown = file_len(&path);
+        assert!(grown > 4_000_000, "8000 messages of 512 bytes take {grown} bytes");
+
+        let store = RedbStore::open(&path).unwrap();
+        let compacted = file_len(&path);
+        assert!(compacted < grown / 4, "{grown} bytes before the reopen, {compacted} after");
+        let kept: Vec<u64> =
+            store.load().unwrap().sessions.iter().flat_map(|s| s.messages.iter().map(|m| m.0)).collect();
+        assert_eq!(kept.len(), 8, "the messages still queued survive compaction: {kept:?}");
     }
 
     #[test]
