@@ -104,30 +104,7 @@ mod tests {
     #[test]
     fn every_topic_with_its_payload() {
         let started_at = UNIX_EPOCH + Duration::from_secs(1_735_689_600);
-        let stats = BrokerStats {
-            started_at,
-            bytes_received: 1001,
-            bytes_sent: 2002,
-            packets_received: 31,
-            packets_sent: 42,
-            publish_received: 5,
-            publish_sent: 6,
-            clients_connected: 3,
-            clients_disconnected: 2,
-            clients_maximum: 7,
-            clients_total: 5,
-            inflight_in: 1,
-            inflight_out: 4,
-            inflight_stored: 8,
-            retained_messages: 9,
-            subscriptions: 11,
-            messages_dropped: 12,
-            packets_too_large: 13,
-            connect_timeouts: 14,
-            subscriptions_refused: 15,
-            topics_too_long: 16,
-            topic_levels_exceeded: 17,
-        };
+        let stats = BrokerStats { started_at, ..crate::tests::STATS };
         let process = ProcessSample { heap_mib: 12.3456, heap_max_mib: 20.0, cpu_percent: 1.5, cpu_max_percent: 33.3 };
         let now = started_at + Duration::from_secs(3725);
         let got = report(&stats, now, &process);
