@@ -450,6 +450,17 @@ mod tests {
         std::mem::take(&mut *calls.lock().unwrap())
     }
 
+    /// The changes applied since the log was last read, over all commits.
+    fn changes_applied(log: &Mutex<Vec<Call>>) -> usize {
+        calls(log)
+            .iter()
+            .map(|call| match call {
+                Call::Apply { changes, .. } => *changes,
+                Call::Sync => 0,
+            })
+            .sum()
+    }
+
     #[test]
     fn many_waiters_from_several_threads_complete_and_everything_is_stored() {
         let dir = tempfile::tempdir().unwrap();
@@ -585,13 +596,7 @@ mod tests {
         // The writer goes on after a failure.
         handle.submit(vec![retained(2), retained(3)]);
         assert!(block_on(handle.submit_and_wait(Vec::new())).is_err());
-        let applied: usize = calls(&log)
-            .iter()
-            .map(|c| match c {
-                Call::Apply { changes, .. } => *changes,
-                Call::Sync => 0,
-            })
-            .sum();
+        let applied = changes_applied(&log);
         assert_eq!(applied, 3);
         handle.shutdown().unwrap();
     }
@@ -620,13 +625,7 @@ mod tests {
         assert!(blocked.join().unwrap() >= 1, "the submitter must wait for the first commit to finish");
         block_on(handle.submit_and_wait(Vec::new())).unwrap();
         assert_eq!(handle.backlog(), 0);
-        let applied: usize = calls(&log)
-            .iter()
-            .map(|c| match c {
-                Call::Apply { changes, .. } => *changes,
-                Call::Sync => 0,
-            })
-            .sum();
+        let applied = changes_applied(&log);
         assert_eq!(applied, 11);
         drop(entered);
         handle.shutdown().unwrap();
