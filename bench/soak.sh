@@ -6,6 +6,9 @@
 # churn), stops the broker with SIGTERM, and fails if an acknowledged QoS 1/2 message to a
 # persistent session was lost, a QoS 2 message was delivered twice, a persistent session was not
 # resumed, the broker's RSS kept growing, the broker died or logged a panic, or it did not stop.
+# Then it starts the broker again on the same store and fails unless it restores the soak's
+# persistent sessions with no message and no QoS 2 packet id left in them: the soak ends with
+# everything delivered and acknowledged, so anything else is an entry the store failed to remove.
 #
 #   bench/soak.sh [--duration SECONDS] [--debug] [--no-build] [-- AMQTT-BENCH SOAK ARGS...]
 #
@@ -93,7 +96,8 @@ broker_pid=$!
 
 echo "soak.sh: $profile broker pid $broker_pid on 127.0.0.1:$port, work directory $work" >&2
 # In the background, so that a signal to this script interrupts the wait and the trap stops it.
-"$bench" soak --port "$port" --broker-pid "$broker_pid" --duration "$duration" "${extra[@]+"${extra[@]}"}" &
+"$bench" soak --port "$port" --broker-pid "$broker_pid" --duration "$duration" --keep-sessions \
+    "${extra[@]+"${extra[@]}"}" &
 bench_pid=$!
 bench_status=0
 wait "$bench_pid" || bench_status=$?
@@ -121,6 +125,31 @@ broker_pid=""
 if [ "$broker_status" -ne 0 ] && [ ${#failed[@]} -eq 0 ]; then
     failed+=("the broker exited with status $broker_status after SIGTERM")
 fi
+
+# What the store holds after everything was delivered: the sessions, and nothing in them.
+if [ ${#failed[@]} -eq 0 ]; then
+    RUST_LOG=info "$broker" -c "$work/amqtt.yaml" >"$work/restart.log" 2>&1 &
+    broker_pid=$!
+    restored=""
+    for _ in $(seq 300); do
+        restored=$(grep -m1 'persistence: state restored' "$work/restart.log" || true)
+        [ -n "$restored" ] || ! kill -0 "$broker_pid" 2>/dev/null || { sleep 0.1; continue; }
+        break
+    done
+    kill -TERM "$broker_pid" 2>/dev/null || true
+    wait "$broker_pid" 2>/dev/null || true
+    broker_pid=""
+    field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$restored"; }
+    echo "soak.sh: restart on the store: sessions $(field sessions), messages $(field messages), QoS 2 packet ids $(field incoming)" >&2
+    if [ -z "$restored" ]; then
+        failed+=("the broker restarted on the store did not log what it restored (see $work/restart.log)")
+    elif [ "$(field sessions)" = 0 ]; then
+        failed+=("the store lost the soak's persistent sessions: $restored")
+    elif [ "$(field messages)" != 0 ] || [ "$(field incoming)" != 0 ] || grep -q 'without a session record' "$work/restart.log"; then
+        failed+=("the store kept messages or QoS 2 packet ids that were delivered and acknowledged: $restored")
+    fi
+fi
+
 if grep -q 'panicked' "$work/broker.log"; then
     failed+=("the broker logged a panic")
 fi

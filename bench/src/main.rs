@@ -235,6 +235,11 @@ struct SoakArgs {
     /// Print every kill and reconnect.
     #[arg(long)]
     verbose: bool,
+    /// Leave the persistent sessions the soak created on the broker (soak.sh then restarts the
+    /// broker on its store, to check they hold nothing); by default a clean connection under
+    /// each id ends them.
+    #[arg(long)]
+    keep_sessions: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -488,6 +493,7 @@ fn soak(args: SoakArgs) -> anyhow::Result<ExitCode> {
         drain_max: Duration::from_secs_f64(args.drain_max),
         run_id: std::process::id().to_string(),
         verbose: args.verbose,
+        keep_sessions: args.keep_sessions,
     };
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)).enable_all().build()?;

@@ -172,6 +172,8 @@ fn start_actors(
                 path = %persistence.path.display(),
                 retained = snapshot.retained.len(),
                 sessions = snapshot.sessions.len(),
+                messages = snapshot.sessions.iter().map(|session| session.messages.len()).sum::<usize>(),
+                incoming = snapshot.sessions.iter().map(|session| session.incoming.len()).sum::<usize>(),
                 "persistence: state restored"
             );
             let handle =

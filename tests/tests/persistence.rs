@@ -198,6 +198,72 @@ async fn session_expiry_removes_sessions_in_memory_and_in_the_store() {
     broker.stop();
 }
 
+/// Every delivery that was acknowledged is gone from the store: after a graceful restart,
+/// persistent subscribers that acknowledged everything get nothing again. The router stores a
+/// message for a persistent session before the session can send it; the other way round, a fast
+/// acknowledgement could reach the store first and the message would stay behind, to be sent
+/// again (a QoS 2 message twice) after every restart.
+#[tokio::test]
+async fn acknowledged_deliveries_are_not_sent_again_after_a_restart() {
+    const SUBSCRIBERS: usize = 4;
+    const PUBLISHERS: usize = 2;
+    const MESSAGES: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = persistent_broker(dir.path(), "always");
+    let mut readers = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let (mut subscriber, _) = TestClient::connect(addr(&broker), &format!("acker-{i}"), false).await;
+        subscriber.subscribe(&[("load/#", QoS::ExactlyOnce)]).await;
+        // Acknowledges as soon as it reads, with many messages in flight.
+        readers.push(tokio::spawn(async move {
+            let mut completed = 0;
+            while completed < PUBLISHERS * MESSAGES {
+                match subscriber.recv().await {
+                    Packet::Publish(publish) if publish.qos == QoS::AtLeastOnce => {
+                        subscriber.send(PubAck { pkid: publish.pkid }).await;
+                        completed += 1;
+                    }
+                    Packet::Publish(publish) => subscriber.send(PubRec { pkid: publish.pkid }).await,
+                    Packet::PubRel(PubRel { pkid }) => {
+                        subscriber.send(PubComp { pkid }).await;
+                        completed += 1;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            subscriber
+        }));
+    }
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let (mut publisher, _) = TestClient::connect(addr(&broker), &format!("loader-{p}"), true).await;
+        publishers.push(tokio::spawn(async move {
+            for n in 0..MESSAGES {
+                let qos = if n % 2 == 0 { QoS::AtLeastOnce } else { QoS::ExactlyOnce };
+                publisher.publish(&format!("load/{p}"), n.to_string().as_bytes(), qos, false).await;
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    for reader in readers {
+        // DISCONNECT after the last acknowledgement: the broker has handled them all once it
+        // closes the connection.
+        reader.await.unwrap().disconnect().await;
+    }
+    broker.stop();
+
+    let broker = persistent_broker(dir.path(), "always");
+    let (mut marker, _) = TestClient::connect(addr(&broker), "marker", true).await;
+    for i in 0..SUBSCRIBERS {
+        let (mut subscriber, present) = TestClient::connect(addr(&broker), &format!("acker-{i}"), false).await;
+        assert!(present, "acker-{i}: session present");
+        assert_nothing_before_marker(&mut marker, &mut subscriber, "load/marker").await;
+    }
+    broker.stop();
+}
+
 /// The `amqtt` process stopped with SIGTERM and started again on the same file: the retained
 /// message, the persistent subscription and the messages queued for it meanwhile are back.
 #[tokio::test]

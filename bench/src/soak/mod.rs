@@ -64,6 +64,8 @@ pub struct SoakSettings {
     pub drain_max: Duration,
     pub run_id: String,
     pub verbose: bool,
+    /// Leave the persistent sessions on the broker at the end.
+    pub keep_sessions: bool,
 }
 
 /// What the soak found; `failures` empty means it passed.
@@ -229,7 +231,9 @@ pub async fn run(settings: &SoakSettings) -> anyhow::Result<SoakOutcome> {
             Err(_) => failures.push("a subscriber did not stop within 30 s".to_owned()),
         }
     }
-    remove_sessions(&run).await;
+    if !settings.keep_sessions {
+        remove_sessions(&run).await;
+    }
 
     let verdict = run.ledger.verdict(topology);
     let rss_summary = match (rss_baseline, rss.as_ref()) {

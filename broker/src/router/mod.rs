@@ -328,6 +328,11 @@ impl Router {
         None
     }
 
+    /// Sends every client what was routed to it since the last call. Only once the store has
+    /// what routing changed (`finish`): a persistent session's message must reach the storage
+    /// writer before the session can send it, or the session's own changes to it (sent,
+    /// acknowledged: removed) could reach the writer first, and the message stay in the store
+    /// to be sent again after a restart.
     fn dispatch(&mut self) {
         for slot in mem::take(&mut self.touched).drain(..) {
             if let Some(client) = self.client_mut(slot) {
@@ -381,10 +386,14 @@ impl Router {
                 None => answers.push((from, Routed { acks, stored: true })),
             }
         }
-        self.dispatch();
+        if answers.is_empty() {
+            // Parts of batches were routed, and stay parked for the rest.
+            self.finish(None, ctx);
+        }
         for answer in answers {
             self.finish(Some(answer), ctx);
         }
+        self.dispatch();
         self.arm_stall_timer(ctx);
     }
 
@@ -593,7 +602,6 @@ impl Handler<Route> for Router {
             return;
         }
         let rest = self.route_batch(batch.into_iter(), from.as_ref());
-        self.dispatch();
         match (from, rest) {
             (Some(from), Some(rest)) => {
                 self.stats.publisher_paused();
@@ -604,6 +612,7 @@ impl Handler<Route> for Router {
             }
             (from, _) => self.finish(from.map(|publisher| (publisher, Routed { acks, stored: true })), ctx),
         }
+        self.dispatch();
     }
 }
 
