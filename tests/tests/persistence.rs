@@ -264,6 +264,84 @@ async fn acknowledged_deliveries_are_not_sent_again_after_a_restart() {
     broker.stop();
 }
 
+/// A clean connection taking over a persistent session removes its stored state for good, even
+/// while the old connection is still publishing: the old session must not store anything more
+/// (here the QoS 2 packet ids it is receiving) once the removal is on its way to the store.
+/// Else a later persistent session of the same client id would find them after a restart, and
+/// take a new QoS 2 message with one of those ids for a duplicate, and drop it. Checked with
+/// the `amqtt` process, whose `persistence: state restored` line counts what the store held.
+#[tokio::test]
+async fn a_session_removed_by_a_clean_takeover_leaves_nothing_behind_in_the_store() {
+    use amqtt_tests::broker_process::BrokerProcess;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("amqtt.yaml");
+    std::fs::write(
+        &config,
+        "listeners:\n  default:\n    bind: 127.0.0.1:0\nplugins: [auth_anonymous]\npersistence:\n  enabled: true\n  \
+         sync: always\n",
+    )
+    .unwrap();
+    let mut broker = BrokerProcess::start(&config);
+    let a = broker.addr().await;
+    broker
+        .logging_while(async {
+            // The old connection: QoS 2 PUBLISHes with ever new packet ids, PUBREL never sent, as
+            // fast as the broker takes them, until the takeover closes it.
+            let old = tokio::net::TcpStream::connect(a).await.unwrap();
+            let (mut reader, mut writer) = old.into_split();
+            writer.write_all(&amqtt_tests::raw::encode(connect_packet("flooder", false))).await.unwrap();
+            // Signalled once the broker answered 2 000 of them (CONNACK and PUBREC: 4 bytes each).
+            let (busy, busy_now) = tokio::sync::oneshot::channel();
+            let reading = tokio::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                let (mut read, mut busy) = (0, Some(busy));
+                while let Ok(n @ 1..) = reader.read(&mut buf).await {
+                    read += n;
+                    if read >= 4 + 2_000 * 4 {
+                        busy.take().map(|busy| busy.send(()));
+                    }
+                }
+            });
+            let writing = tokio::spawn(async move {
+                for chunk in 0..64u16 {
+                    let packets = (chunk * 1000 + 1..=chunk * 1000 + 1000)
+                        .flat_map(|pkid| {
+                            amqtt_tests::raw::encode(publish_packet("flood/t", b"x", QoS::ExactlyOnce, false, pkid))
+                        })
+                        .collect::<Vec<u8>>();
+                    if writer.write_all(&packets).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            // While the old session is busy storing their packet ids, a clean connection takes over.
+            busy_now.await.expect("the broker answered 2 000 QoS 2 PUBLISHes");
+            let (taker, present) = TestClient::connect(a, "flooder", true).await;
+            assert!(!present);
+            taker.disconnect().await;
+            reading.await.unwrap();
+            writing.await.unwrap();
+            // A new persistent session under the same id, empty, kept over a restart.
+            let (again, present) = TestClient::connect(a, "flooder", false).await;
+            assert!(!present, "the clean takeover ended the old session");
+            again.disconnect().await;
+        })
+        .await;
+    let (status, log) = broker.terminate().await;
+    assert!(status.success(), "exit status {status}:\n{log}");
+
+    let mut broker = BrokerProcess::start(&config);
+    let restored = broker.log_line("what was restored", |line| line.contains("persistence: state restored")).await;
+    let fields: Vec<&str> = restored.split_whitespace().collect();
+    for count in ["sessions=1", "messages=0", "incoming=0"] {
+        assert!(fields.contains(&count), "{count} in {restored:?}");
+    }
+    let (status, log) = broker.terminate().await;
+    assert!(status.success(), "exit status {status}:\n{log}");
+}
+
 /// The `amqtt` process stopped with SIGTERM and started again on the same file: the retained
 /// message, the persistent subscription and the messages queued for it meanwhile are back.
 #[tokio::test]

@@ -208,7 +208,7 @@ impl Router {
     fn remove_client(&mut self, slot: Slot, ctx: &mut Context<Self>) {
         if let Some(client) = self.clients.get_mut(slot as usize).and_then(Option::take) {
             if let Some(durable) = self.durable.as_mut().filter(|_| !client.clean_session) {
-                durable.save(vec![Change::SessionRemoved { client_id: client.id.clone() }]);
+                durable.save(vec![Change::SessionRemoved { client_id: client.id.clone(), superseded_by: None }]);
             }
             for filter in client.filters.keys() {
                 self.tree.remove(filter, slot);
@@ -472,7 +472,10 @@ impl Handler<Register> for Router {
         };
         if let Some(durable) = self.durable.as_mut() {
             if was_persistent && !resume {
-                durable.save(vec![Change::SessionRemoved { client_id: client.id.clone() }]);
+                // The old session may store a few more changes before it gets its TakeOver:
+                // the writer drops them (it retires the fence when it stops).
+                let superseded_by = Some(generation);
+                durable.save(vec![Change::SessionRemoved { client_id: client.id.clone(), superseded_by }]);
             }
             if resume {
                 durable.save(vec![client.record(None)]);

@@ -966,9 +966,9 @@ impl Session {
     /// Saves a change of this session's durable state (fire and forget: a publisher that needs
     /// it durable first waits at the router).
     fn save(&self, change: impl FnOnce(ByteString) -> Option<Change>) {
-        if let Some(storage) = self.storage() {
+        if let (Some(storage), Some(client)) = (self.storage(), &self.client) {
             if let Some(change) = change(self.client_id.clone()) {
-                storage.submit(vec![change]);
+                storage.submit_from_session(client.generation, vec![change]);
             }
         }
     }
@@ -1387,6 +1387,10 @@ impl Handler<TakeOver> for Session {
             self.shared.stats.session_unparked();
         }
         self.close(ctx, Close::TakenOver);
+        if let (Some(storage), Some(client)) = (self.storage(), &self.client) {
+            // This session stores nothing more: a fence the takeover put up can come down.
+            storage.retire(self.client_id.clone(), client.generation);
+        }
         // The router already points the client id at the new connection.
         self.client = None;
         ctx.stop();

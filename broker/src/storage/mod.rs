@@ -13,6 +13,7 @@
 //! router already holds, so describing a change copies no topic and no payload.
 
 mod codec;
+mod fences;
 mod redb_store;
 mod writer;
 
@@ -35,8 +36,11 @@ pub enum Change {
     /// A persistent (clean session 0) session is created or updated.
     SessionSaved { client_id: ByteString, record: SessionRecord },
     /// The session is gone (clean session 1 took over, or it expired): removes its record, all
-    /// its messages and all its incoming packet ids.
-    SessionRemoved { client_id: ByteString },
+    /// its messages and all its incoming packet ids. `superseded_by`: the registration (router
+    /// generation) that took the client id over while the old session may still be running;
+    /// whatever sessions of older generations submit for the client id afterwards is dropped
+    /// (see `writer`'s fences).
+    SessionRemoved { client_id: ByteString, superseded_by: Option<u64> },
     /// A message for the session, new (queued) or with a new state (sent, released). `seq`
     /// orders a session's messages; the broker picks it, increasing per session.
     MessageSaved { client_id: ByteString, seq: u64, message: StoredMessage },
@@ -47,6 +51,22 @@ pub enum Change {
     IncomingAdded { client_id: ByteString, pkid: u16 },
     /// The PUBREL for `pkid` arrived (PUBCOMP sent).
     IncomingRemoved { client_id: ByteString, pkid: u16 },
+}
+
+impl Change {
+    /// The client id of a change to a session's messages or incoming packet ids.
+    fn session_client_id(&self) -> Option<&ByteString> {
+        match self {
+            Change::MessageSaved { client_id, .. }
+            | Change::MessageRemoved { client_id, .. }
+            | Change::IncomingAdded { client_id, .. }
+            | Change::IncomingRemoved { client_id, .. } => Some(client_id),
+            Change::RetainedSet { .. }
+            | Change::RetainedCleared { .. }
+            | Change::SessionSaved { .. }
+            | Change::SessionRemoved { .. } => None,
+        }
+    }
 }
 
 /// What a persistent session keeps besides its messages.

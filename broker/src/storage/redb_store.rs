@@ -61,10 +61,13 @@ impl RedbStore {
     pub fn open(path: impl AsRef<Path>) -> Result<RedbStore, StoreError> {
         let path = path.as_ref().to_path_buf();
         check_signature(&path)?;
+        let new = file_len(&path) == 0;
         let db = Database::builder().set_cache_size(CACHE_SIZE).create(&path).map_err(|err| open_error(&path, err))?;
         let mut store = RedbStore { db, path };
         store.check_format()?;
-        store.compact()?;
+        if !new {
+            store.compact()?;
+        }
         Ok(store)
     }
 
@@ -168,7 +171,7 @@ impl Store for RedbStore {
                     Change::SessionSaved { client_id, record } => {
                         sessions.insert(&**client_id, codec::encode_session(record).as_slice()).map(drop)
                     }
-                    Change::SessionRemoved { client_id } => {
+                    Change::SessionRemoved { client_id, .. } => {
                         let id: &str = client_id;
                         sessions
                             .remove(id)
@@ -499,7 +502,7 @@ mod tests {
         changes.push(Change::IncomingAdded { client_id: "alice".into(), pkid: u16::MAX });
         store.apply(&changes, true).unwrap();
 
-        store.apply(&[Change::SessionRemoved { client_id: "alice".into() }], true).unwrap();
+        store.apply(&[Change::SessionRemoved { client_id: "alice".into(), superseded_by: None }], true).unwrap();
         let snapshot = store.load().unwrap();
         let ids: Vec<&str> = snapshot.sessions.iter().map(|s| &*s.client_id).collect();
         assert_eq!(ids, ["alic", "alice\0", "alice/", "alicf", "bob"]);

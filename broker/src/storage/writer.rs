@@ -9,7 +9,9 @@
 //!
 //! Ordering: changes are committed in the order of the `submit`/`submit_and_wait` calls that
 //! made them (both enqueue at call time), so a session that saves a message and later removes
-//! it never sees the removal overtake the save.
+//! it never sees the removal overtake the save. What a session submits carries its
+//! registration's generation, so that the writer can drop what a taken-over session still
+//! submits after its removal (see `fences`).
 //!
 //! Back-pressure: the queue is counted in changes. Callers awaiting their commit are slowed by
 //! the queue naturally (their future resolves after everything before them is committed). When
@@ -25,8 +27,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use amqtt_protocol::ByteString;
 use tokio::sync::oneshot;
 
+use super::fences::Fences;
 use super::{Change, Store, StoreError};
 use crate::config::PersistenceSync;
 
@@ -83,7 +87,7 @@ impl StorageWriter {
         let thread_backlog = Arc::clone(&backlog);
         let thread = std::thread::Builder::new().name("amqtt-storage".to_string()).spawn(move || {
             let _stopped = StoppedOnExit(Arc::clone(&thread_backlog));
-            Writer { store, sync, rx, backlog: thread_backlog, sync_due: None }.run()
+            Writer { store, sync, rx, backlog: thread_backlog, sync_due: None, fences: Fences::default() }.run()
         })?;
         Ok(StorageHandle { inner: Arc::new(HandleInner { tx, backlog, thread: Mutex::new(Some(thread)) }) })
     }
@@ -112,9 +116,25 @@ impl StorageHandle {
             return;
         }
         let count = changes.len();
-        if self.enqueue(changes, None).is_err() {
+        if self.enqueue(changes, None, None).is_err() {
             tracing::error!(changes = count, "persistence: the storage writer has stopped; changes not saved");
         }
+    }
+
+    /// Like [`StorageHandle::submit`], for the session of registration `generation`: dropped
+    /// if that session was taken over and removed meanwhile (see `fences`).
+    pub fn submit_from_session(&self, generation: u64, changes: Vec<Change>) {
+        let count = changes.len();
+        if self.enqueue(changes, None, Some(generation)).is_err() {
+            tracing::error!(changes = count, "persistence: the storage writer has stopped; changes not saved");
+        }
+    }
+
+    /// The session of registration `generation` of `client_id` has stopped and submits no
+    /// more: a fence put up against it comes down.
+    pub fn retire(&self, client_id: ByteString, generation: u64) {
+        // Fails only when the writer is gone, and its fences with it.
+        let _ = self.inner.tx.send(Request::Retire { client_id, generation });
     }
 
     /// Queues `changes` now, and resolves once the batch that holds them is committed: durable
@@ -126,7 +146,7 @@ impl StorageHandle {
         changes: Vec<Change>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let (done, answer) = oneshot::channel();
-        let queued = self.enqueue(changes, Some(done));
+        let queued = self.enqueue(changes, Some(done), None);
         async move {
             queued?;
             answer.await.unwrap_or(Err(StoreError::Stopped))
@@ -155,12 +175,12 @@ impl StorageHandle {
         })
     }
 
-    fn enqueue(&self, changes: Vec<Change>, done: Option<Waiter>) -> Result<(), StoreError> {
+    fn enqueue(&self, changes: Vec<Change>, done: Option<Waiter>, session: Option<u64>) -> Result<(), StoreError> {
         let backlog = &self.inner.backlog;
         backlog.wait_for_room()?;
         let count = changes.len();
         backlog.queued.fetch_add(count, Ordering::Relaxed);
-        self.inner.tx.send(Request::Changes { changes, done }).map_err(|_| {
+        self.inner.tx.send(Request::Changes { changes, done, session }).map_err(|_| {
             backlog.release(count);
             StoreError::Stopped
         })
@@ -170,7 +190,16 @@ impl StorageHandle {
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
 enum Request {
-    Changes { changes: Vec<Change>, done: Option<Waiter> },
+    /// `session`: the generation of the session that submitted them; None for the router.
+    Changes {
+        changes: Vec<Change>,
+        done: Option<Waiter>,
+        session: Option<u64>,
+    },
+    Retire {
+        client_id: ByteString,
+        generation: u64,
+    },
     Shutdown,
 }
 
@@ -243,6 +272,7 @@ struct Writer {
     backlog: Arc<Backlog>,
     /// Periodic: when the oldest non-durable commit must be synced; None when all is durable.
     sync_due: Option<Instant>,
+    fences: Fences,
 }
 
 enum Next {
@@ -267,7 +297,11 @@ impl Writer {
             };
             let mut batch = Batch::default();
             match first {
-                Request::Changes { changes, done } => batch.add(changes, done),
+                Request::Changes { changes, done, session } => self.add(&mut batch, changes, done, session),
+                Request::Retire { client_id, generation } => {
+                    self.fences.retire(&client_id, generation);
+                    continue;
+                }
                 Request::Shutdown => {
                     stopping = true;
                     continue;
@@ -276,13 +310,14 @@ impl Writer {
             // Group commit: everything queued meanwhile joins this transaction.
             while batch.changes.len() < MAX_BATCH {
                 match self.rx.try_recv() {
-                    Ok(Request::Changes { changes, done }) => {
+                    Ok(Request::Changes { changes, done, session }) => {
                         if batch.changes.len() + changes.len() > MAX_BATCH {
-                            carry = Some(Request::Changes { changes, done });
+                            carry = Some(Request::Changes { changes, done, session });
                             break;
                         }
-                        batch.add(changes, done);
+                        self.add(&mut batch, changes, done, session);
                     }
+                    Ok(Request::Retire { client_id, generation }) => self.fences.retire(&client_id, generation),
                     Ok(Request::Shutdown) => stopping = true,
                     Err(_) => break,
                 }
@@ -294,6 +329,22 @@ impl Writer {
             self.store.sync().inspect_err(|err| tracing::error!(error = %err, "persistence: final sync failed"))?;
         }
         Ok(())
+    }
+
+    /// Adds a request to the batch, in queue order: a removal's fence holds back the changes
+    /// that come after it.
+    fn add(&mut self, batch: &mut Batch, mut changes: Vec<Change>, done: Option<Waiter>, session: Option<u64>) {
+        match session {
+            None => self.fences.put_up(&changes),
+            Some(generation) => {
+                let dropped = self.fences.hold_back(generation, &mut changes);
+                if dropped > 0 {
+                    tracing::debug!(dropped, generation, "persistence: changes of a taken-over session dropped");
+                    self.backlog.release(dropped);
+                }
+            }
+        }
+        batch.add(changes, done);
     }
 
     /// Waits for the next request; while stopping, only takes what is already queued.
@@ -598,6 +649,24 @@ mod tests {
         assert!(block_on(handle.submit_and_wait(Vec::new())).is_err());
         let applied = changes_applied(&log);
         assert_eq!(applied, 3);
+        handle.shutdown().unwrap();
+    }
+
+    #[test]
+    fn a_taken_over_sessions_late_changes_are_dropped_until_it_retires() {
+        let (store, log) = FakeStore::new();
+        let handle = StorageWriter::start(Box::new(store), SyncPolicy::Always).unwrap();
+        let added = |pkid| Change::IncomingAdded { client_id: "taken".into(), pkid };
+        handle.submit(vec![Change::SessionRemoved { client_id: "taken".into(), superseded_by: Some(2) }]);
+        // The old session (generation 1) before it got its TakeOver: dropped.
+        handle.submit_from_session(1, vec![added(1), added(2)]);
+        // The session that took over.
+        handle.submit_from_session(2, vec![added(3)]);
+        handle.retire("taken".into(), 1);
+        handle.submit_from_session(1, vec![added(4)]);
+        block_on(handle.submit_and_wait(Vec::new())).unwrap();
+        assert_eq!(changes_applied(&log), 3, "the removal, then packet ids 3 and 4");
+        assert_eq!(handle.backlog(), 0, "dropped changes leave the backlog too");
         handle.shutdown().unwrap();
     }
 
