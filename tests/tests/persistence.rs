@@ -10,6 +10,18 @@ fn persistent_broker(dir: &std::path::Path, sync: &str) -> RunningBroker {
     ))
 }
 
+/// A configuration file in `dir` for the `amqtt` process: a listener on a free port,
+/// persistence on with `settings` (lines under `persistence:`), and `extra` lines.
+fn process_config(dir: &std::path::Path, settings: &str, extra: &str) -> std::path::PathBuf {
+    let config = dir.join("amqtt.yaml");
+    let yaml = format!(
+        "listeners:\n  default:\n    bind: 127.0.0.1:0\nplugins: [auth_anonymous]\npersistence:\n  enabled: true\n  \
+         {settings}\n{extra}"
+    );
+    std::fs::write(&config, yaml).unwrap();
+    config
+}
+
 /// A retained message, and its clearing, survive a graceful restart [MQTT-3.3.1-5]; a message
 /// retained with QoS 1 comes back at QoS 1.
 #[tokio::test]
@@ -96,13 +108,7 @@ async fn acknowledged_messages_survive_kill_9() {
     use std::collections::HashSet;
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("amqtt.yaml");
-    std::fs::write(
-        &config,
-        "listeners:\n  default:\n    bind: 127.0.0.1:0\nplugins: [auth_anonymous]\npersistence:\n  enabled: true\n  \
-         sync: always\nmax-queued-messages: 100000\n",
-    )
-    .unwrap();
+    let config = process_config(dir.path(), "sync: always", "max-queued-messages: 100000\n");
     for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
         let mut broker = BrokerProcess::start(&config);
         let a = broker.addr().await;
@@ -276,13 +282,7 @@ async fn a_session_removed_by_a_clean_takeover_leaves_nothing_behind_in_the_stor
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("amqtt.yaml");
-    std::fs::write(
-        &config,
-        "listeners:\n  default:\n    bind: 127.0.0.1:0\nplugins: [auth_anonymous]\npersistence:\n  enabled: true\n  \
-         sync: always\n",
-    )
-    .unwrap();
+    let config = process_config(dir.path(), "sync: always", "");
     let mut broker = BrokerProcess::start(&config);
     let a = broker.addr().await;
     broker
@@ -349,13 +349,7 @@ async fn state_survives_a_sigterm_restart_of_the_process() {
     use amqtt_tests::broker_process::BrokerProcess;
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("amqtt.yaml");
-    std::fs::write(
-        &config,
-        "listeners:\n  default:\n    bind: 127.0.0.1:0\nplugins: [auth_anonymous]\npersistence:\n  enabled: true\n  \
-         sync: periodic\n  sync-interval: 60\n",
-    )
-    .unwrap();
+    let config = process_config(dir.path(), "sync: periodic\n  sync-interval: 60", "");
     let mut broker = BrokerProcess::start(&config);
     let a = broker.addr().await;
     let (mut subscriber, _) = TestClient::connect(a, "returning", false).await;
