@@ -145,7 +145,9 @@ async fn acknowledged_messages_survive_kill_9() {
         }
         broker.kill().await;
         let acknowledged = publishing.await.unwrap();
-        assert!(acknowledged.len() >= 200, "{} acknowledged", acknowledged.len());
+        // The publisher sends a message once the one before is acknowledged: the watcher's
+        // 200th message was sent after 199 acknowledgements (its own may be lost in the kill).
+        assert!(acknowledged.len() >= 199, "{} acknowledged", acknowledged.len());
 
         let mut broker = BrokerProcess::start(&config);
         let a = broker.addr().await;

@@ -48,6 +48,9 @@ const REDB_SIGNATURE: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D,
 /// and retained messages that are read once at start-up, and written, not read, afterwards.
 const CACHE_SIZE: usize = 32 * 1024 * 1024;
 
+/// Free space in the file below which it is not compacted at start.
+const MIN_COMPACTION_GAIN: u64 = 1024 * 1024;
+
 /// A [`Store`] in one redb file.
 pub struct RedbStore {
     db: Database,
@@ -74,9 +77,17 @@ impl RedbStore {
     /// redb reuses the pages it frees but never gives them back, so the file stays as large as
     /// the largest backlog it ever held (messages piling up for clients that were away, say).
     /// Compaction needs the database to itself, as it is here before anything reads or writes
-    /// it, so the space goes back at every start.
+    /// it, so the space goes back at start; only when at least half the file is free, since
+    /// compacting costs about a second per 100 MB still in use.
     fn compact(&mut self) -> Result<(), StoreError> {
         let before = file_len(&self.path);
+        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        let stats = txn.stats().map_err(|e| self.error(e))?;
+        txn.abort().map_err(|e| self.error(e))?;
+        let in_use = stats.allocated_pages() * stats.page_size() as u64;
+        if before.saturating_sub(in_use) < in_use.max(MIN_COMPACTION_GAIN) {
+            return Ok(());
+        }
         let started = std::time::Instant::now();
         let compacted = self.db.compact().map_err(|e| self.error(e))?;
         let after = file_len(&self.path);
