@@ -31,7 +31,8 @@ out=docs/BENCHMARKS.md
 command_line="bench/compare.sh $*"
 
 usage() {
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    # The comment block at the top of this file, without its leading "# ".
+    awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
 }
 
 while [ $# -gt 0 ]; do

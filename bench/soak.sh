@@ -29,7 +29,8 @@ profile=release
 build=true
 extra=()
 usage() {
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    # The comment block at the top of this file, without its leading "# ".
+    awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
 }
 while [ $# -gt 0 ]; do
     case $1 in

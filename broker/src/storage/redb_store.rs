@@ -63,12 +63,11 @@ impl RedbStore {
     /// another format version, or when another process has it open.
     pub fn open(path: impl AsRef<Path>) -> Result<RedbStore, StoreError> {
         let path = path.as_ref().to_path_buf();
-        check_signature(&path)?;
-        let new = file_len(&path) == 0;
+        let existing = check_signature(&path)?;
         let db = Database::builder().set_cache_size(CACHE_SIZE).create(&path).map_err(|err| open_error(&path, err))?;
         let mut store = RedbStore { db, path };
         store.check_format()?;
-        if !new {
+        if existing {
             store.compact()?;
         }
         Ok(store)
@@ -273,18 +272,19 @@ fn file_len(path: &Path) -> u64 {
 
 /// Refuses a file that is neither missing, nor empty, nor a redb database: redb would report
 /// only "invalid data", and a wrong `persistence.path` (pointing at the config file, say)
-/// deserves a clear message.
-fn check_signature(path: &Path) -> Result<(), StoreError> {
+/// deserves a clear message. Returns whether the file holds a database (false: missing or
+/// empty, a new store).
+fn check_signature(path: &Path) -> Result<bool, StoreError> {
     let open_error = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
     let mut file = match File::open(path) {
         Ok(file) => file,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
         Err(err) => return Err(open_error(err.to_string())),
     };
     let mut head = Vec::with_capacity(REDB_SIGNATURE.len());
     (&mut file).take(REDB_SIGNATURE.len() as u64).read_to_end(&mut head).map_err(|err| open_error(err.to_string()))?;
     if head.is_empty() || head == REDB_SIGNATURE {
-        return Ok(());
+        return Ok(!head.is_empty());
     }
     Err(open_error(
         "the file is not a redb database; if `persistence.path` names the wrong file, correct it, \
