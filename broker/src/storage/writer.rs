@@ -365,7 +365,10 @@ impl Writer {
     fn commit(&mut self, batch: Batch) {
         let durable = self.sync == SyncPolicy::Always;
         let count = batch.changes.len();
-        match self.store.apply(&batch.changes, durable) {
+        let result = self.store.apply(&batch.changes, durable);
+        // Released before any waiter hears back, so that a waiter sees its changes counted out.
+        self.backlog.release(count);
+        match result {
             Ok(()) => {
                 for (_, done) in batch.requests {
                     answer(done, Ok(()));
@@ -389,7 +392,6 @@ impl Writer {
                 }
             }
         }
-        self.backlog.release(count);
         if let SyncPolicy::Periodic(interval) = self.sync {
             let now = Instant::now();
             let due = *self.sync_due.get_or_insert(now + interval);
