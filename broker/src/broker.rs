@@ -15,7 +15,6 @@ use amqtt_plugin_api::Event;
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::{error, info};
 
-use crate::config::PersistenceSync;
 use crate::config::{Config, ConfigError, ListenerConfig, ListenerKind};
 use crate::listener::Listener;
 use crate::plugins::{self, BrokerApi, PluginHost, PluginSetupError};
@@ -179,7 +178,7 @@ fn start_actors(
             let handle =
                 StorageWriter::start(Box::new(store), persistence.sync.into()).map_err(BrokerError::Threads)?;
             *storage = Some(handle.clone());
-            (Some(Durable::new(handle, persistence.sync == PersistenceSync::Always)), snapshot)
+            (Some(Durable::new(handle)), snapshot)
         }
     };
 

@@ -1,6 +1,14 @@
 //! The router's side of persistence: what routing changes in durable state (retained messages,
-//! persistent sessions' subscriptions) goes to the storage writer, and, with `sync: always`, a
-//! publisher's acknowledgements wait until what its batch changed is committed.
+//! persistent sessions' subscriptions) goes to the storage writer, and a publisher's
+//! acknowledgements wait until what its batch changed is committed: on disk with `sync: always`,
+//! in the store's file without an fsync with `sync: periodic`.
+//!
+//! With `periodic` the wait guarantees nothing more, but it is the back-pressure: each publisher
+//! then has at most its in-flight window waiting on the writer, so the writer's queue, and the
+//! number of messages stored and not yet delivered, stay small. Acknowledged at once, publishers
+//! ran ahead of the writer until its queue was full (`MAX_BACKLOG`) and blocked the router's
+//! thread: 300 ms of latency, a 33 MB store and 74 MiB of RSS in the persistence benchmark, and
+//! lower throughput than `always` (docs/BENCHMARKS.md, "Persistence").
 //!
 //! Answers that wait are kept in commit order: the writer commits batches in the order they
 //! were submitted, so when any wait ends, the oldest waiting answer is the one whose commit
@@ -17,8 +25,6 @@ use crate::storage::{Change, StorageHandle, StoreError};
 
 pub(crate) struct Durable {
     storage: StorageHandle,
-    /// `sync: always`.
-    wait_for_commit: bool,
     /// Changes of the batch being routed.
     changes: Vec<Change>,
     /// Answers to publishers waiting for their batch's commit, oldest first.
@@ -34,8 +40,8 @@ pub(crate) enum Answer {
 }
 
 impl Durable {
-    pub(crate) fn new(storage: StorageHandle, wait_for_commit: bool) -> Self {
-        Durable { storage, wait_for_commit, changes: Vec::new(), waiting: VecDeque::new() }
+    pub(crate) fn new(storage: StorageHandle) -> Self {
+        Durable { storage, changes: Vec::new(), waiting: VecDeque::new() }
     }
 
     pub(crate) fn record(&mut self, change: Change) {
@@ -58,7 +64,7 @@ impl Durable {
         if answer.is_none() && changes.is_empty() {
             return Answer::Now(None);
         }
-        let must_wait = self.wait_for_commit && answer.is_some() && !changes.is_empty();
+        let must_wait = answer.is_some() && !changes.is_empty();
         if !must_wait && self.waiting.is_empty() {
             self.storage.submit(changes);
             return Answer::Now(answer);

@@ -14,11 +14,13 @@
 //! submits after its removal (see `fences`).
 //!
 //! Back-pressure: the queue is counted in changes. Callers awaiting their commit are slowed by
-//! the queue naturally (their future resolves after everything before them is committed). When
-//! the queue nevertheless holds [`MAX_BACKLOG`] changes (the disk is slower than the broker),
-//! the next `submit` or `submit_and_wait` call blocks its thread until the writer has taken a
-//! batch (about one commit), rather than dropping changes (data loss) or growing without bound.
-//! [`StorageHandle::backlog`] lets the broker slow its publishers well before that.
+//! the queue naturally (their future resolves after everything before them is committed); the
+//! router makes every publisher's acknowledgements wait so, whatever the sync policy, which
+//! bounds the queue by the publishers' in-flight windows. When the queue nevertheless holds
+//! [`MAX_BACKLOG`] changes (the disk is slower than the broker, or changes nobody waits for
+//! pile up), the next `submit` or `submit_and_wait` call blocks its thread until the writer has
+//! taken a batch (about one commit), rather than dropping changes (data loss) or growing
+//! without bound.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -46,8 +48,8 @@ pub const MAX_BACKLOG: usize = 65_536;
 pub enum SyncPolicy {
     /// Every batch is durable (fsync) before its waiters are answered.
     Always,
-    /// Batches are committed without fsync and their waiters answered right away; one durable
-    /// sync per interval (from the first commit after the previous sync) bounds what a crash
+    /// Batches are committed without fsync and their waiters answered once that commit ends; one
+    /// durable sync per interval (from the first commit after the previous sync) bounds what a crash
     /// can lose to that interval.
     Periodic(Duration),
 }
