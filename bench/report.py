@@ -87,8 +87,9 @@ PERSISTENCE_DESCRIPTION = (
 PERSISTENCE_GUARANTEES = (
     "With `sync: always` a publisher receives PUBACK only once the message stored for the persistent "
     "subscriber is on disk (one fsync shared by the publishers of a batch), so a crash or a power cut loses "
-    "no acknowledged message; with `sync: periodic` the same commits are synced every `sync-interval`, so "
-    "a crash may lose what was acknowledged in the last interval (a graceful stop loses nothing). Mosquitto "
+    "no acknowledged message; with `sync: periodic` the PUBACK waits for the same commit without its "
+    "fsync, and commits are synced every `sync-interval`, so a crash may lose what was acknowledged in the "
+    "last interval (a graceful stop loses nothing). Mosquitto "
     "with `persistence true` keeps its state in memory and saves it to its file only every "
     "`autosave_interval` and at shutdown: a crash loses everything since the last save.")
 

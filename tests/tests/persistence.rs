@@ -224,21 +224,7 @@ async fn acknowledged_deliveries_are_not_sent_again_after_a_restart() {
         subscriber.subscribe(&[("load/#", QoS::ExactlyOnce)]).await;
         // Acknowledges as soon as it reads, with many messages in flight.
         readers.push(tokio::spawn(async move {
-            let mut completed = 0;
-            while completed < PUBLISHERS * MESSAGES {
-                match subscriber.recv().await {
-                    Packet::Publish(publish) if publish.qos == QoS::AtLeastOnce => {
-                        subscriber.send(PubAck { pkid: publish.pkid }).await;
-                        completed += 1;
-                    }
-                    Packet::Publish(publish) => subscriber.send(PubRec { pkid: publish.pkid }).await,
-                    Packet::PubRel(PubRel { pkid }) => {
-                        subscriber.send(PubComp { pkid }).await;
-                        completed += 1;
-                    }
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
+            subscriber.collect(PUBLISHERS * MESSAGES).await;
             subscriber
         }));
     }
