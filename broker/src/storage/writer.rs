@@ -15,8 +15,8 @@
 //!
 //! Back-pressure: the queue is counted in changes. Callers awaiting their commit are slowed by
 //! the queue naturally (their future resolves after everything before them is committed); the
-//! router makes every publisher's acknowledgements wait so, whatever the sync policy, which
-//! bounds the queue by the publishers' in-flight windows. When the queue nevertheless holds
+//! router holds every publisher's acknowledgements until their commit, whatever the sync policy,
+//! which bounds the queue by the publishers' in-flight windows. When the queue nevertheless holds
 //! [`MAX_BACKLOG`] changes (the disk is slower than the broker, or changes nobody waits for
 //! pile up), the next `submit` or `submit_and_wait` call blocks its thread until the writer has
 //! taken a batch (about one commit), rather than dropping changes (data loss) or growing
@@ -48,9 +48,9 @@ pub const MAX_BACKLOG: usize = 65_536;
 pub enum SyncPolicy {
     /// Every batch is durable (fsync) before its waiters are answered.
     Always,
-    /// Batches are committed without fsync and their waiters answered once that commit ends; one
-    /// durable sync per interval (from the first commit after the previous sync) bounds what a crash
-    /// can lose to that interval.
+    /// Batches are committed without fsync and their waiters answered once that commit ends;
+    /// one durable sync per interval (from the first commit after the previous sync) bounds what
+    /// a crash can lose to that interval.
     Periodic(Duration),
 }
 
