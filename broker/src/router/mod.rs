@@ -344,8 +344,8 @@ impl Router {
     }
 
     /// Ends the routing of a publisher's batch (or, with `None`, of part of one): what it
-    /// changed goes to the store, and the publisher's answer goes out now or, with
-    /// `sync: always`, once that is committed.
+    /// changed goes to the store, and the publisher's answer goes out now or, when the batch
+    /// changed durable state, once that is committed (see `durable`).
     fn finish(&mut self, answer: Option<(Addr<Session>, Routed)>, ctx: &mut Context<Self>) {
         let answer = match &mut self.durable {
             None => durable::Answer::Now(answer),
