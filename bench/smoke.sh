@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Smoke test of the benchmark harness (for .ci/run; about 35 s): starts our broker (debug build,
+# Smoke test of the benchmark harness (for .ci/run; about 60 s): starts our broker (debug build,
 # to spare CI a release build) on a free port of 127.0.0.1, runs `amqtt-bench smoke` against it
 # (every scenario for 1 s, 500 idle connections), and stops the broker. Fails if a scenario
-# delivered nothing or if the pairs scenario lost an acknowledged QoS 1 message. Then a 20-second
-# bench/soak.sh (its own broker, persistence on, client kills; half the soak's default rate, for
-# slow CI machines) so that the soak keeps working: it fails on a lost acknowledged QoS 1/2
+# delivered nothing or if the pairs scenario lost an acknowledged QoS 1 message. Then two 20-second
+# bench/soak.sh runs, `sync: always` and `sync: periodic` (each its own broker, persistence on,
+# client kills; half the soak's default rate, for slow CI machines) so that the soak keeps working: it fails on a lost acknowledged QoS 1/2
 # message, a duplicated QoS 2 one, or RSS growth, and checks no throughput.
 #
 # Nothing timing-based is checked: the figures are printed, not compared.
@@ -51,3 +51,5 @@ if [ "$status" -ne 0 ]; then
     exit "$status"
 fi
 bench/soak.sh --debug --no-build --duration 20 -- --rate 1000
+# The same with `sync: periodic`: acknowledgements wait for commits without fsync there.
+bench/soak.sh --debug --no-build --duration 20 --sync periodic -- --rate 1000

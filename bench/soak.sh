@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak test (issue 9): starts our broker (release build) on a free port of 127.0.0.1 with a
-# temporary configuration — persistence on (`sync: always`, the store in a temporary directory)
-# — runs `amqtt-bench soak` against it for --duration seconds (mixed QoS 0/1/2 load, persistent
+# temporary configuration — persistence on, the store in a temporary directory — runs
+# `amqtt-bench soak` against it for --duration seconds (mixed QoS 0/1/2 load, persistent
 # and clean sessions, wildcard subscriptions, random client kills and reconnects, connection
 # churn), stops the broker with SIGTERM, and fails if an acknowledged QoS 1/2 message to a
 # persistent session was lost, a QoS 2 message was delivered twice, a persistent session was not
@@ -10,9 +10,11 @@
 # persistent sessions with no message and no QoS 2 packet id left in them: the soak ends with
 # everything delivered and acknowledged, so anything else is an entry the store failed to remove.
 #
-#   bench/soak.sh [--duration SECONDS] [--debug] [--no-build] [-- AMQTT-BENCH SOAK ARGS...]
+#   bench/soak.sh [--duration SECONDS] [--sync always|periodic] [--debug] [--no-build]
+#                 [-- AMQTT-BENCH SOAK ARGS...]
 #
 # --duration: seconds of load (default 600); start-up and the final drain come on top.
+# --sync: the store's `persistence.sync` (default always; periodic syncs every second).
 # --debug: the debug build (for CI's short run), else the release build.
 # --no-build: use the binaries already in target/.
 # Arguments after -- go to `amqtt-bench soak` (e.g. --rate 1000 --seed 42 --kill-every 1).
@@ -25,6 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration=600
+sync=always
 profile=release
 build=true
 extra=()
@@ -36,6 +39,8 @@ while [ $# -gt 0 ]; do
     case $1 in
         --duration) duration=$2; shift 2 ;;
         --duration=*) duration=${1#*=}; shift ;;
+        --sync) sync=$2; shift 2 ;;
+        --sync=*) sync=${1#*=}; shift ;;
         --debug) profile=debug; shift ;;
         --no-build) build=false; shift ;;
         --) shift; extra=("$@"); break ;;
@@ -43,6 +48,10 @@ while [ $# -gt 0 ]; do
         *) echo "soak.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
 done
+case $sync in
+    always | periodic) ;;
+    *) echo "soak.sh: --sync takes always or periodic, not '$sync'" >&2; exit 2 ;;
+esac
 
 if [ "$build" = true ]; then
     if [ "$profile" = release ]; then
@@ -89,13 +98,13 @@ auth:
 persistence:
   enabled: true
   path: $work/store.redb
-  sync: always
+  sync: $sync
 YAML
 RUST_LOG=${RUST_LOG:-warn} "$broker" -c "$work/amqtt.yaml" >"$work/broker.log" 2>&1 &
 broker_pid=$!
 "$bench" wait-port --port "$port" --timeout 30
 
-echo "soak.sh: $profile broker pid $broker_pid on 127.0.0.1:$port, work directory $work" >&2
+echo "soak.sh: $profile broker pid $broker_pid on 127.0.0.1:$port, sync: $sync, work directory $work" >&2
 # In the background, so that a signal to this script interrupts the wait and the trap stops it.
 "$bench" soak --port "$port" --broker-pid "$broker_pid" --duration "$duration" --keep-sessions \
     "${extra[@]+"${extra[@]}"}" &
