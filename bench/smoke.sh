@@ -4,8 +4,9 @@
 # (every scenario for 1 s, 500 idle connections), and stops the broker. Fails if a scenario
 # delivered nothing or if the pairs scenario lost an acknowledged QoS 1 message. Then two 20-second
 # bench/soak.sh runs, `sync: always` and `sync: periodic` (each its own broker, persistence on,
-# client kills; half the soak's default rate, for slow CI machines) so that the soak keeps working: it fails on a lost acknowledged QoS 1/2
-# message, a duplicated QoS 2 one, or RSS growth, and checks no throughput.
+# client kills; half the soak's default rate, for slow CI machines) so that the soak keeps
+# working: it fails on a lost acknowledged QoS 1/2 message, a duplicated QoS 2 one, or RSS
+# growth, and checks no throughput.
 #
 # Nothing timing-based is checked: the figures are printed, not compared.
 set -euo pipefail
