@@ -39,7 +39,7 @@ pub enum Change {
     /// its messages and all its incoming packet ids. `superseded_by`: the registration (router
     /// generation) that took the client id over while the old session may still be running;
     /// whatever sessions of older generations submit for the client id afterwards is dropped
-    /// (see `writer`'s fences).
+    /// (see `fences`).
     SessionRemoved { client_id: ByteString, superseded_by: Option<u64> },
     /// A message for the session, new (queued) or with a new state (sent, released). `seq`
     /// orders a session's messages; the broker picks it, increasing per session.

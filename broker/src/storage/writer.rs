@@ -114,20 +114,21 @@ impl StorageHandle {
     /// Queues `changes` and returns at once (fire and forget). A failed commit is logged.
     /// Blocks only while the queue is over its limit (see the module doc).
     pub fn submit(&self, changes: Vec<Change>) {
-        if changes.is_empty() {
-            return;
-        }
-        let count = changes.len();
-        if self.enqueue(changes, None, None).is_err() {
-            tracing::error!(changes = count, "persistence: the storage writer has stopped; changes not saved");
-        }
+        self.fire_and_forget(changes, None);
     }
 
     /// Like [`StorageHandle::submit`], for the session of registration `generation`: dropped
     /// if that session was taken over and removed meanwhile (see `fences`).
     pub fn submit_from_session(&self, generation: u64, changes: Vec<Change>) {
+        self.fire_and_forget(changes, Some(generation));
+    }
+
+    fn fire_and_forget(&self, changes: Vec<Change>, session: Option<u64>) {
+        if changes.is_empty() {
+            return;
+        }
         let count = changes.len();
-        if self.enqueue(changes, None, Some(generation)).is_err() {
+        if self.enqueue(changes, None, session).is_err() {
             tracing::error!(changes = count, "persistence: the storage writer has stopped; changes not saved");
         }
     }
